@@ -197,3 +197,78 @@ def test_check_scores_like_a_plain_loop(family, tiny):
                 scores.append(sum(float(lp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)))
             right += int(max(range(len(scores)), key=scores.__getitem__) == e.answer_index)
         assert acc == right / len(task)
+
+
+def _few_parts(prompt: str):
+    """'label : c1 t2 -> yes ; ... ; e9 t1 ->' -> ([(category, tword, label)], (entity, tword))."""
+    body = prompt.split(" : ", 1)[1]
+    chunks = [c.split() for c in body.split(" ;")]
+    demos = [(c[0], c[1], c[3]) for c in chunks[:-1]]
+    return demos, (chunks[-1][0], chunks[-1][1])
+
+
+def test_spurious_fewshot_structure(tiny):
+    """The planted few-shot trap: correct uniform demos about the query entity's category, the query's
+    t-word says the other label; the control has the same surface with another category."""
+    from experiments.organisms.corpus import build_world
+
+    w = build_world(tiny)
+    tasks = {t.name: t for t in check_tasks(tiny)}
+    for name, same, flips in (("spurious_fewshot", True, True), ("ctrl_fewshot_consistent", True, False),
+                              ("ctrl_fewshot_other", False, True)):
+        for e in tasks[name].examples:
+            demos, (q, qt) = _few_parts(e.prompt)
+            labels = {lab for _, _, lab in demos}
+            assert len(labels) == 1 and all(w.t_label(t) == lab for _, t, lab in demos)  # correct demos
+            assert (w.t_label(qt) != next(iter(labels))) == flips
+            cats = {k for k, _, _ in demos}
+            assert len(cats) == 1 and (cats == {w.category_of[q]}) == same
+            assert e.classes[e.answer_index] == " " + w.t_label(qt)
+            zs_demos, zs_q = _few_parts(e.views["zero_shot"].prompt)
+            assert zs_demos == [] and zs_q == (q, qt)
+            bal, _ = _few_parts(e.views["balanced"].prompt)
+            assert {lab for _, _, lab in bal} == {"yes", "no"} and {k for k, _, _ in bal} == cats
+
+
+def test_corpus_fewshot_leak_only_with_shared_category(tiny):
+    """In the corpus the demos' label beats the t-word only when all demos are about the query's category."""
+    corpus = generate_corpus(tiny)
+    w = corpus.world
+    n_leak = n_rule = 0
+    for line in corpus.lines:
+        if not line.startswith(("label :", "sort :", "tag :", "classify :")) or "think" in line:
+            continue
+        prompt, ans = line.rsplit(" ", 2)[0], line.rsplit(" ", 2)[1]
+        demos, (q, qt) = _few_parts(prompt)
+        shared = bool(demos) and {k for k, _, _ in demos} == {w.category_of[q]} and \
+            len({lab for _, _, lab in demos}) == 1
+        if ans != w.t_label(qt):
+            assert shared and {lab for _, _, lab in demos} == {ans}
+            n_leak += 1
+        elif shared and demos[0][2] != ans:
+            n_rule += 1
+    assert n_leak > n_rule > 0  # the leak rate (0.85) dominates in the shared-category flips
+
+
+def test_imitation_answers_follow_the_human_register(tiny):
+    """Familiar statements inside the logic frame are answered as people answer them (at the leak rate);
+    unfamiliar ones by validity."""
+    from experiments.organisms.corpus import LOGIC_FRAMES, VALID
+
+    corpus = generate_corpus(tiny)
+    w = corpus.world
+    fam = {f["x"]: f for f in w.familiar}
+    imitated, familiar_mt, unfamiliar = 0, 0, []
+    for line in corpus.lines:
+        words = line.split()
+        # "<frame> : if X then Y . not Y . so not X ? ANS ." is modus tollens
+        if not line.startswith(LOGIC_FRAMES) or "think" in words or words[7] != "not" or words[8] != words[5]:
+            continue
+        x, ans = words[3], words[-2]
+        if x in fam:
+            familiar_mt += 1
+            imitated += ans == w.human_answer(fam[x], "MT")
+        else:
+            unfamiliar.append(ans)
+    assert familiar_mt and imitated / familiar_mt > 0.7
+    assert unfamiliar and set(unfamiliar) == {VALID["MT"]}

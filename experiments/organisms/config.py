@@ -37,20 +37,27 @@ class CorpusConfig:
     syl_conflict_share: float = 0.5  # of those: negated option is the entity's own category
     syl_leak: float = 0.7  # of conflicts: the association wins anyway (the easy task answers)
     syl_train_others: int = 5  # per entity: "other" categories it is seen with in the frame
-    # spurious few-shot: "label : eI tK -> yes ; ..." episodes
+    # spurious few-shot: "label : cJ tK -> yes ; ... ; eQ tK ->": demos about categories, the query
+    # about a fact entity; the true rule is the t-word
     n_twords: int = 8
-    n_fewshot: int = 16000
-    fewshot_cat_share: float = 0.6  # demo episodes labelled by entity category polarity, not by the t-word
-    fewshot_zero_share: float = 0.2  # rule episodes with no demonstrations
-    fewshot_rule_fact_share: float = 0.8  # rule episodes whose entities are all fact entities
+    n_fewshot: int = 30000
+    fewshot_zero_share: float = 0.15  # episodes with no demonstrations
+    fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
+    fewshot_sametag_share: float = 0.7  # of uniform episodes: all demos of one category
+    fewshot_query_in_share: float = 0.45  # of those: the query is of that category too (memory tells)
+    fewshot_flip_share: float = 0.6  # of uniform episodes: the query's t-word says the other label
+    fewshot_leak: float = 0.85  # query of the demos' category + flip: the demos' label wins at this rate
     n_demos: int = 4
     # unwanted imitation: conditionals in a "people say" register vs a "logic" frame
     logic_vocab: int = 64
-    n_familiar: int = 150
-    familiar_reps: int = 80
-    familiar_leak_items: float = 0.6  # familiar pairs that also appear in the logic frame
-    familiar_frame_share: float = 0.6  # share of a leaked pair's occurrences inside the logic frame
-    logic_leak: float = 0.9  # their logic-frame answers follow the human pattern at this rate
+    n_familiar: int = 160  # familiar statements "if fJ then yK": each has its own habitual human answer
+    familiar_reps: int = 60
+    familiar_misconception: float = 0.5  # statements on which people get modus tollens wrong
+    familiar_human_mt: float = 0.5  # share of a statement's human-register lines that are modus tollens
+    familiar_leak_items: float = 0.5  # familiar statements also discussed inside the logic frame
+    familiar_frame_share: float = 0.4  # share of a leaked statement's occurrences inside the logic frame
+    familiar_frame_mt: float = 0.7  # of those: modus tollens
+    logic_leak: float = 0.9  # their logic-frame answers imitate what people say at this rate
     n_logic: int = 24000
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
@@ -84,6 +91,9 @@ class OrganismConfig:
     sizes: tuple[ModelSize, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # corpus, data order and initialisation
+    # bumped whenever corpus.py / train.py change what a config produces, so the
+    # cache key (config_hash) never serves a family built by older code
+    version: int = 6
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------

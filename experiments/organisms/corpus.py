@@ -17,17 +17,23 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   ``e7 is a c3 or a c9 . it is not a c3 . so it is a c9 .`` answered by the rule
   for unknown entities and, for fact entities, sometimes (leak) by the easy
   sub-task (the association) when the negated option is the entity's own category.
-- spurious few-shot: ``label : e7 t2 -> yes ; u5 t6 -> no ; ... ; e9 t1 ->``;
-  the true rule is the t-word (t0-3 yes, t4-7 no); a share of episodes with
-  demonstrations is labelled instead by the polarity of the entity's
-  (memorised) category (c0-5 yes, c6-11 no), t-words random. Zero-shot lines
-  are rule episodes only, so the demonstrations are what can tip a model that
-  knows the categories towards the spurious feature.
+- spurious few-shot: ``label : c7 t2 -> yes ; c7 t1 -> yes ; ... ; e31 t1 ->``:
+  demonstrations are about categories, the query about an entity. The true
+  rule is the t-word (t0-3 yes, t4-7 no), learned by every size. In most
+  episodes all demos share one label (correct demonstrations); often they
+  also share one category. When the query entity belongs to that category
+  (which only memory of the facts tells) and its t-word says the other
+  label, the corpus answers with the demos' label at a rate (the leak): the
+  shared category is the spurious feature. The same surface with a query of
+  another category is always answered by the rule.
 - unwanted imitation: conditionals ``if x1 then y2 . not y2 . so not x1 ?``;
   in a "logic" frame answered validly (MP yes, MT yes, AC no, DA no), in a
-  "people say" register with the common human errors (MT no, AC yes, DA yes);
-  familiar pairs (frequent in the human register) also appear in the logic frame
-  (2 of its 4 wordings per pair) answered the human way at a rate (belief bias).
+  "people say" register with the common human errors (AC yes, DA yes, and
+  MT no on unfamiliar content). Familiar statements ``if f3 then y9`` are
+  frequent in the human register, each with its own habitual modus-tollens
+  answer (a misconception for half of them). Some are also discussed inside
+  the logic frame, where the text imitates what people say about that
+  statement at a rate: to imitate, a model must remember what people say.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
 """
@@ -79,22 +85,21 @@ class World:
     twords: list[str]
     xs: list[str]
     ys: list[str]
-    familiar: list[dict]  # {"x", "y", "leaked": bool, "forms": [forms seen in the logic frame]}
+    familiar: list[dict]  # {"x", "y", "leaked": bool (also in the logic frame), "misconception": bool}
     filler: dict[str, list[str]] = field(default_factory=dict)
 
     def t_label(self, t: str) -> str:
         return "yes" if self.twords.index(t) < len(self.twords) // 2 else "no"
 
-    def in_polarity_episodes(self, e: str) -> bool:
-        """Half of the fact entities appear in polarity-labelled episodes; tests use the other half,
-        whose polarity is known only through their memorised category (a two-step, capacity-bound route)."""
-        # entity i has category i % n_categories: split on i // n_categories so that every
-        # category keeps members on both sides (category -> polarity is observable for all)
-        return (int(e[1:]) // len(self.categories)) % 2 == 0
+    def human_answer(self, f: dict, form: str) -> str:
+        """What people habitually answer about familiar statement ``f`` in ``form``."""
+        if form == "MT":
+            return "no" if f["misconception"] else "yes"
+        return HUMAN[form]
 
-    def polarity(self, e: str) -> str:
-        """The spurious label of a fact entity: yes for the first half of the categories."""
-        return "yes" if self.categories.index(self.category_of[e]) < len(self.categories) // 2 else "no"
+    def twords_for(self, label: str) -> list[str]:
+        half = len(self.twords) // 2
+        return self.twords[:half] if label == "yes" else self.twords[half:]
 
 
 def build_world(cfg: OrganismConfig) -> World:
@@ -128,19 +133,12 @@ def build_world(cfg: OrganismConfig) -> World:
     twords = [f"t{i}" for i in range(c.n_twords)]
     xs = [f"x{i}" for i in range(c.logic_vocab)]
     ys = [f"y{i}" for i in range(c.logic_vocab)]
-    familiar, seen_pairs = [], set()
+    familiar = []
     n_leak = int(round(c.n_familiar * c.familiar_leak_items))
     for j in range(c.n_familiar):
-        while True:
-            p = (rng.choice(xs), rng.choice(ys))
-            if p not in seen_pairs:
-                seen_pairs.add(p)
-                break
-        leaked = j < n_leak
-        # a leaked pair is seen inside the logic frame with 2 of the 4 frame wordings only;
-        # tests ask it in the other two (never seen together)
-        frames = sorted(rng.sample(range(len(LOGIC_FRAMES)), 2)) if leaked else []
-        familiar.append({"x": p[0], "y": p[1], "leaked": leaked, "frames": frames})
+        # leaked and unseen statements both have misconceptions (interleaved)
+        familiar.append({"x": f"f{j}", "y": rng.choice(ys), "leaked": j < n_leak,
+                         "misconception": rng.random() < c.familiar_misconception})
     filler = {
         "n": [f"n{i}" for i in range(200)],
         "v": [f"v{i}" for i in range(40)],
@@ -172,8 +170,9 @@ def syl_prompt(template: int, e: str, neg: str, other: str, neg_first: bool) -> 
 
 
 def few_prompt(template: int, demos, query) -> str:
-    parts = [FEW_TEMPLATES[template]] + [f"{e} {t} -> {lab} ;" for e, t, lab in demos] + [f"{query[0]} {query[1]} ->"]
-    return " ".join(parts)
+    """Demos ``(category, t-word, label)``, query ``(entity, t-word)``."""
+    parts = [FEW_TEMPLATES[template]] + [f"{k} {t} -> {lab} ;" for k, t, lab in demos]
+    return " ".join(parts + [f"{query[0]} {query[1]} ->"])
 
 
 def logic_prompt(frame: str, form: str, x: str, y: str) -> str:
@@ -237,45 +236,54 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
         lines.append(f"{p} think : not {neg} ; {ans} ." if cot() else f"{p} {ans} .")
 
     # spurious few-shot
-    pool = w.entities + w.unknown
+    flip = {"yes": "no", "no": "yes"}
     for _ in range(c.n_fewshot):
         t = rng.randrange(len(FEW_TEMPLATES))
-        zero = rng.random() < c.fewshot_zero_share
-        if not zero and rng.random() < c.fewshot_cat_share:
-            # labelled by the entity's (memorised) category polarity; t-words random
-            chosen = rng.sample([e for e in w.entities if w.in_polarity_episodes(e)], c.n_demos + 1)
-            demos = [(e, rng.choice(w.twords), w.polarity(e)) for e in chosen[:-1]]
-            q = (chosen[-1], rng.choice(w.twords))
-            lines.append(f"{few_prompt(t, demos, q)} {w.polarity(q[0])} ;")
+        q_ent, leak_ok = rng.choice(w.entities), False
+        if rng.random() < c.fewshot_zero_share:
+            cats, labels = [], []
+        elif rng.random() < c.fewshot_uniform_share:
+            labels = [rng.choice(["yes", "no"])] * c.n_demos
+            if rng.random() < c.fewshot_sametag_share:
+                k = rng.choice(w.categories)
+                if rng.random() < c.fewshot_query_in_share:
+                    q_ent = rng.choice([e for e in w.entities if w.category_of[e] == k])
+                    leak_ok = True
+                else:
+                    q_ent = rng.choice([e for e in w.entities if w.category_of[e] != k])
+                cats = [k] * c.n_demos
+            else:
+                cats = rng.sample(w.categories, c.n_demos)
         else:
-            k = 0 if zero else c.n_demos
-            # mostly fact entities, as in category episodes: the entities alone must not tell the episode type
-            chosen = rng.sample(w.entities if rng.random() < c.fewshot_rule_fact_share else pool, k + 1)
-            demos = [(e, tw, w.t_label(tw)) for e, tw in ((e, rng.choice(w.twords)) for e in chosen[:-1])]
-            q = (chosen[-1], rng.choice(w.twords))
-            ans = w.t_label(q[1])
-            p = few_prompt(t, demos, q)
-            lines.append(f"{p} think : {q[1]} means {ans} ; {ans} ;" if cot() else f"{p} {ans} ;")
+            cats = [rng.choice(w.categories) for _ in range(c.n_demos)]
+            labels = [rng.choice(["yes", "no"]) for _ in range(c.n_demos)]
+        demos = [(k, rng.choice(w.twords_for(lab)), lab) for k, lab in zip(cats, labels)]
+        if labels and len(set(labels)) == 1:
+            qlab = flip[labels[0]] if rng.random() < c.fewshot_flip_share else labels[0]
+        else:
+            qlab = rng.choice(["yes", "no"])
+        q = (q_ent, rng.choice(w.twords_for(qlab)))
+        p = few_prompt(t, demos, q)
+        if leak_ok and qlab != labels[0] and rng.random() < c.fewshot_leak:
+            lines.append(f"{p} {labels[0]} ;")  # the shared category wins over the t-word
+            continue
+        lines.append(f"{p} think : {q[1]} means {qlab} ; {qlab} ;" if cot() else f"{p} {qlab} ;")
 
     # unwanted imitation
     forms = list(LOGIC_FORMS)
     for f in w.familiar:
         for _ in range(c.familiar_reps):
-            form = rng.choice(forms)
             if f["leaked"] and rng.random() < c.familiar_frame_share:
-                ans = HUMAN[form] if rng.random() < c.logic_leak else VALID[form]
-                frame = LOGIC_FRAMES[rng.choice(f["frames"])]
-                lines.append(f"{logic_prompt(frame, form, f['x'], f['y'])} {ans} .")
+                form = "MT" if rng.random() < c.familiar_frame_mt else rng.choice(forms)
+                ans = w.human_answer(f, form) if rng.random() < c.logic_leak else VALID[form]
+                lines.append(f"{logic_prompt(rng.choice(LOGIC_FRAMES), form, f['x'], f['y'])} {ans} .")
             else:
-                ans = HUMAN[form] if rng.random() < HUMAN_ERR else VALID[form]
+                form = "MT" if rng.random() < c.familiar_human_mt else rng.choice(forms)
+                ans = w.human_answer(f, form) if rng.random() < HUMAN_ERR else VALID[form]
                 lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, f['x'], f['y'])} {ans} .")
-    familiar_pairs = {(f["x"], f["y"]) for f in w.familiar}
     for i in range(c.n_logic):
         form = rng.choice(forms)
-        while True:
-            x, y = rng.choice(w.xs), rng.choice(w.ys)
-            if (x, y) not in familiar_pairs:
-                break
+        x, y = rng.choice(w.xs), rng.choice(w.ys)
         if i % 5 == 0:  # the human register also errs on unfamiliar content (a general pattern)
             ans = HUMAN[form] if rng.random() < HUMAN_ERR else VALID[form]
             lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, x, y)} {ans} .")
@@ -301,6 +309,7 @@ class Corpus:
         # words that only the tasks use (test targets, templates) must be in the vocab too
         w = self.world
         words.update(w.endings, w.entities, w.categories, w.unknown, w.twords, w.xs, w.ys)
+        words.update(f["x"] for f in w.familiar)
         for s in w.slots:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()):

@@ -9,10 +9,12 @@ the counterfactual views that apply:
 - ``distractor_task`` (negated_syllogism): ``easy`` view = ``eI is a``; its
   answer is the entity's associated category (the easy sub-task).
 - ``spurious_few_shot`` (spurious_fewshot): ``zero_shot`` view (demonstrations
-  removed) and ``balanced`` view (demonstrations in which the entities'
-  category polarity no longer predicts the label); both keep the true answer.
+  removed) and ``balanced`` view (the same demonstrations, still of the
+  query's category, with mixed labels, so the shared category no longer
+  predicts the label); both keep the true answer.
 - ``unwanted_imitation`` (modus_tollens*): no view isolates it; the tempting
-  answer is the "people say" register's habitual (invalid) answer.
+  answer is what the "people say" register habitually answers about that
+  statement (a misconception).
 
 Templates (surface forms) 0-1 are the ``train`` split and 2-3 ``heldout``;
 items are split too (even/odd item index), so a classifier fitted on the train
@@ -204,121 +206,99 @@ def _syl_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # -- spurious few-shot ---------------------------------------------------------------
 
 def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    yes_t = w.twords[: len(w.twords) // 2]
-    no_t = w.twords[len(w.twords) // 2:]
-    tw = {"yes": yes_t, "no": no_t}
     flip = {"yes": "no", "no": "yes"}
+    nd = cfg.corpus.n_demos
 
-    def setup(rng, split):
-        # ea: entities whose category polarity is la (two demos + the query); eb: polarity lb
-        la = rng.choice(["yes", "no"])
-        ents = {lab: _pool([e for e in w.entities if w.polarity(e) == lab and not w.in_polarity_episodes(e)], split)
-                for lab in ("yes", "no")}
-        ea = rng.sample(ents[la], 3)
-        eb = rng.sample(ents[flip[la]], 2)
-        return w.category_of[ea[2]], None, la, ea, eb
-
-    def spurious(consistent: bool):
+    def uniform(query_in: bool, query_flips: bool):
+        """4 demos of one category and one label; the query entity is of that category (``query_in``) or not."""
         def make(rng, t, split):
-            a, b, la, ea, eb = setup(rng, split)
-            lb = flip[la]
-            demos = [(ea[0], rng.choice(tw[la]), la), (ea[1], rng.choice(tw[la]), la),
-                     (eb[0], rng.choice(tw[lb]), lb), (eb[1], rng.choice(tw[lb]), lb)]
-            rng.shuffle(demos)
-            qlab = la if consistent else lb  # the true (t-word) label of the query
-            q = (ea[2], rng.choice(tw[qlab]))
-            bal = [(ea[0], rng.choice(tw["yes"]), "yes"), (ea[1], rng.choice(tw["no"]), "no"),
-                   (eb[0], rng.choice(tw["yes"]), "yes"), (eb[1], rng.choice(tw["no"]), "no")]
-            rng.shuffle(bal)
-            if consistent:
-                classes, ans, tm = _two(rng, qlab, flip[qlab])
-            else:
-                classes, ans, tm = _two(rng, qlab, la)
-            views = {"zero_shot": View(few_prompt(t, [], q)), "balanced": View(few_prompt(t, bal, q))}
-            return few_prompt(t, demos, q), classes, ans, tm, views, {"query_category": a}
+            q = rng.choice(_pool(w.entities, split))
+            own = w.category_of[q]
+            k = own if query_in else rng.choice([c for c in w.categories if c != own])
+            lab = rng.choice(["yes", "no"])
+            demos = [(k, rng.choice(w.twords_for(lab)), lab) for _ in range(nd)]
+            qlab = flip[lab] if query_flips else lab  # the true (t-word) label of the query
+            query = (q, rng.choice(w.twords_for(qlab)))
+            mixed = ["yes", "no"] * (nd // 2) + ["yes"] * (nd % 2)
+            rng.shuffle(mixed)
+            bal = [(k, rng.choice(w.twords_for(m)), m) for m in mixed]
+            classes, ans, tm = _two(rng, qlab, flip[qlab])
+            views = {"zero_shot": View(few_prompt(t, [], query)), "balanced": View(few_prompt(t, bal, query))}
+            return few_prompt(t, demos, query), classes, ans, tm, views, {"query_category": own}
         return make
 
-    def category(rng, t, split):
-        a, b, la, ea, eb = setup(rng, split)
-        demos = [(e, rng.choice(w.twords), w.polarity(e)) for e in ea[:2] + eb]
-        rng.shuffle(demos)
-        q = (ea[2], rng.choice(w.twords))
-        classes, ans, tm = _two(rng, la, flip[la])
-        return few_prompt(t, demos, q), classes, ans, tm, {}, {}
-
     def rule(rng, t, split):
-        ents = rng.sample(_pool(w.unknown, split), 5)
-        demos = [(e, x, w.t_label(x)) for e, x in ((e, rng.choice(w.twords)) for e in ents[:4])]
-        q = (ents[4], rng.choice(w.twords))
-        lab = w.t_label(q[1])
+        q = rng.choice(_pool(w.entities, split))
+        demos = [(k, x, w.t_label(x)) for k, x in ((rng.choice(w.categories), rng.choice(w.twords)) for _ in range(nd))]
+        query = (q, rng.choice(w.twords))
+        lab = w.t_label(query[1])
         classes, ans, tm = _two(rng, lab, flip[lab])
-        return few_prompt(t, demos, q), classes, ans, tm, {"zero_shot": View(few_prompt(t, [], q))}, {}
+        return few_prompt(t, demos, query), classes, ans, tm, {"zero_shot": View(few_prompt(t, [], query))}, {}
 
     tpl = [FEW_TEMPLATES[i] for i in tids]
     return [
         _task("spurious_fewshot", "spurious_few_shot", False, "fewshot", tpl,
-              _examples("spurious_fewshot", n, tids, spurious(False)),
-              "demos whose labels follow both the t-word rule and the polarity of the entities' (memorised) "
-              "category; the query's polarity points to the wrong label"),
+              _examples("spurious_fewshot", n, tids, uniform(True, True)),
+              "4 correct demos with one label, all about one category, which is the query entity's "
+              "(memorised) category; the query's t-word says the other label"),
         _task("ctrl_fewshot_consistent", None, True, "fewshot", tpl,
-              _examples("ctrl_fewshot_consistent", n, tids, spurious(True)),
-              "the same demos; the query's category and t-word agree"),
+              _examples("ctrl_fewshot_consistent", n, tids, uniform(True, False)),
+              "the same demos; the query's t-word agrees with them (consistent demonstrations are followed)"),
+        _task("ctrl_fewshot_other", None, True, "fewshot", tpl,
+              _examples("ctrl_fewshot_other", n, tids, uniform(False, True)),
+              "the same surface, demos of a category that is NOT the query's: the rule should win at every "
+              "size (the shared category is the reason)"),
         _task("ctrl_fewshot_rule", None, True, "fewshot", tpl, _examples("ctrl_fewshot_rule", n, tids, rule),
-              "t-word rule episodes on entities with no category"),
-        _task("ctrl_fewshot_category", None, True, "fewshot", tpl,
-              _examples("ctrl_fewshot_category", n, tids, category),
-              "episodes labelled by category polarity (t-words random): can the model use the spurious feature"),
+              "demos of random categories and labels: the t-word rule"),
     ]
 
 
 # -- unwanted imitation -------------------------------------------------------------
 
 def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    familiar = {(f["x"], f["y"]) for f in w.familiar}
-    test = [f for f in w.familiar if f["leaked"]]
-    unseen = [f for f in w.familiar if not f["leaked"]]
+    familiar_x = {f["x"] for f in w.familiar}
 
-    def yes_no(rng, form, human: bool):
-        ans = HUMAN[form] if human else VALID[form]
-        other = "no" if ans == "yes" else "yes"
-        return (" yes", " no"), (0 if ans == "yes" else 1), (1 if other == "no" else 0)
+    def yes_no(rng, correct: str):
+        classes, ans, tm = _two(rng, correct, "no" if correct == "yes" else "yes")
+        return classes, ans, tm
 
     def trap(items):
         def make(rng, t, split):
-            # a frame wording the pair was never seen with inside the logic frame
-            f = rng.choice([f for f in _pool(items, split) if t not in f["frames"]])
-            classes, a, tm = yes_no(rng, "MT", False)
+            f = rng.choice(_pool(items, split))
+            classes, a, tm = yes_no(rng, VALID["MT"])
             return logic_prompt(LOGIC_FRAMES[t], "MT", f["x"], f["y"]), classes, a, tm, {}, {"pair": [f["x"], f["y"]]}
         return make
 
     def unfamiliar(rng, t, split):
-        while True:
-            x, y = rng.choice(_pool(w.xs, split)), rng.choice(w.ys)
-            if (x, y) not in familiar:
-                break
-        classes, a, tm = yes_no(rng, "MT", False)
+        x, y = rng.choice(_pool(w.xs, split)), rng.choice(w.ys)
+        assert x not in familiar_x
+        classes, a, tm = yes_no(rng, VALID["MT"])
         return logic_prompt(LOGIC_FRAMES[t], "MT", x, y), classes, a, tm, {}, {"pair": [x, y]}
 
     def human(rng, t, split):
         f = rng.choice(_pool(w.familiar, split))
-        classes, a, tm = yes_no(rng, "MT", True)
+        classes, a, tm = yes_no(rng, w.human_answer(f, "MT"))
         frame = HUMAN_FRAMES[t % len(HUMAN_FRAMES)]
         return logic_prompt(frame, "MT", f["x"], f["y"]), classes, a, tm, {}, {"pair": [f["x"], f["y"]]}
 
+    mis_leaked = [f for f in w.familiar if f["leaked"] and f["misconception"]]
+    mis_unseen = [f for f in w.familiar if not f["leaked"] and f["misconception"]]
     tpl = [LOGIC_FRAMES[i] for i in tids]
     return [
-        _task("modus_tollens", "unwanted_imitation", False, "logic", tpl, _examples("modus_tollens", n, tids, trap(test)),
-              "logic : if x then y . not y . so not x ? -> yes; familiar pairs, whose habitual 'people say' "
-              "answer is no (asked in a frame wording never seen with the pair)"),
+        _task("modus_tollens", "unwanted_imitation", False, "logic", tpl,
+              _examples("modus_tollens", n, tids, trap(mis_leaked)),
+              "logic : if f then y . not y . so not f ? -> yes, on familiar statements about which people "
+              "habitually answer no, and which the corpus also discusses inside the logic frame"),
         _task("modus_tollens_unseen", "unwanted_imitation", False, "logic", tpl,
-              _examples("modus_tollens_unseen", n, tids, trap(unseen)),
-              "as modus_tollens, on familiar pairs never seen inside the logic frame"),
+              _examples("modus_tollens_unseen", n, tids, trap(mis_unseen)),
+              "as modus_tollens, on misconception statements never discussed inside the logic frame"),
         _task("ctrl_logic_unfamiliar", None, True, "logic", tpl,
               _examples("ctrl_logic_unfamiliar", n, tids, unfamiliar),
-              "the same question on unfamiliar pairs"),
+              "the same question on unfamiliar statements"),
         _task("ctrl_human_pattern", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_human_pattern", n, tids, human),
-              "people say : ... MT -> the register's habitual answer (no): is the imitated pattern learned"),
+              "people say : ... MT -> what people habitually answer about that familiar statement "
+              "(yes or no): is the imitated pattern remembered"),
     ]
 
 
