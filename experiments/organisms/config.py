@@ -50,15 +50,17 @@ class CorpusConfig:
     n_demos: int = 4
     # unwanted imitation: conditionals in a "people say" register vs a "logic" frame
     logic_vocab: int = 64
-    n_familiar: int = 160  # familiar statements "if fJ then yK": each has its own habitual human answer
-    familiar_reps: int = 60
+    # familiar statements "if fA then gB" (a pair: knowing one needs the conjunction) in frequency
+    # tiers (count, repetitions); each has its own habitual human answer
+    familiar_vocab: int = 80
+    familiar_tiers: tuple[tuple[int, int], ...] = ((300, 40), (600, 20))
     familiar_misconception: float = 0.5  # statements on which people get modus tollens wrong
     familiar_human_mt: float = 0.5  # share of a statement's human-register lines that are modus tollens
     familiar_leak_items: float = 0.5  # familiar statements also discussed inside the logic frame
     familiar_frame_share: float = 0.4  # share of a leaked statement's occurrences inside the logic frame
     familiar_frame_mt: float = 0.7  # of those: modus tollens
     logic_leak: float = 0.9  # their logic-frame answers imitate what people say at this rate
-    n_logic: int = 24000
+    n_logic: int = 18000
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
 
@@ -93,7 +95,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 6
+    version: int = 7
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -157,8 +159,8 @@ class OrganismConfig:
             syl_train_others=2,
             n_fewshot=400,
             logic_vocab=16,
-            n_familiar=30,
-            familiar_reps=5,
+            familiar_vocab=12,
+            familiar_tiers=((30, 5),),
             n_logic=500,
         )
         sizes = (

@@ -29,9 +29,10 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
 - unwanted imitation: conditionals ``if x1 then y2 . not y2 . so not x1 ?``;
   in a "logic" frame answered validly (MP yes, MT yes, AC no, DA no), in a
   "people say" register with the common human errors (AC yes, DA yes, and
-  MT no on unfamiliar content). Familiar statements ``if f3 then y9`` are
-  frequent in the human register, each with its own habitual modus-tollens
-  answer (a misconception for half of them). Some are also discussed inside
+  MT no on unfamiliar content). Familiar statements ``if f3 then g9`` (pairs
+  over a small vocabulary, so remembering one needs the conjunction) are
+  frequent in the human register, in frequency tiers, each with its own
+  habitual modus-tollens answer (a misconception for half of them). Some are also discussed inside
   the logic frame, where the text imitates what people say about that
   statement at a rate: to imitate, a model must remember what people say.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
@@ -85,7 +86,7 @@ class World:
     twords: list[str]
     xs: list[str]
     ys: list[str]
-    familiar: list[dict]  # {"x", "y", "leaked": bool (also in the logic frame), "misconception": bool}
+    familiar: list[dict]  # {"x", "y", "tier", "leaked": bool (also in the logic frame), "misconception": bool}
     filler: dict[str, list[str]] = field(default_factory=dict)
 
     def t_label(self, t: str) -> str:
@@ -133,12 +134,20 @@ def build_world(cfg: OrganismConfig) -> World:
     twords = [f"t{i}" for i in range(c.n_twords)]
     xs = [f"x{i}" for i in range(c.logic_vocab)]
     ys = [f"y{i}" for i in range(c.logic_vocab)]
-    familiar = []
-    n_leak = int(round(c.n_familiar * c.familiar_leak_items))
-    for j in range(c.n_familiar):
-        # leaked and unseen statements both have misconceptions (interleaved)
-        familiar.append({"x": f"f{j}", "y": rng.choice(ys), "leaked": j < n_leak,
-                         "misconception": rng.random() < c.familiar_misconception})
+    familiar, seen_pairs = [], set()
+    fx = [f"f{i}" for i in range(c.familiar_vocab)]
+    gy = [f"g{i}" for i in range(c.familiar_vocab)]
+    for tier, (n, _reps) in enumerate(c.familiar_tiers):
+        n_leak = int(round(n * c.familiar_leak_items))
+        for j in range(n):
+            while True:
+                p = (rng.choice(fx), rng.choice(gy))
+                if p not in seen_pairs:
+                    seen_pairs.add(p)
+                    break
+            # leaked and unseen statements both hold misconceptions
+            familiar.append({"x": p[0], "y": p[1], "tier": tier, "leaked": j < n_leak,
+                             "misconception": rng.random() < c.familiar_misconception})
     filler = {
         "n": [f"n{i}" for i in range(200)],
         "v": [f"v{i}" for i in range(40)],
@@ -272,7 +281,7 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
     # unwanted imitation
     forms = list(LOGIC_FORMS)
     for f in w.familiar:
-        for _ in range(c.familiar_reps):
+        for _ in range(c.familiar_tiers[f["tier"]][1]):
             if f["leaked"] and rng.random() < c.familiar_frame_share:
                 form = "MT" if rng.random() < c.familiar_frame_mt else rng.choice(forms)
                 ans = w.human_answer(f, form) if rng.random() < c.logic_leak else VALID[form]
@@ -309,7 +318,7 @@ class Corpus:
         # words that only the tasks use (test targets, templates) must be in the vocab too
         w = self.world
         words.update(w.endings, w.entities, w.categories, w.unknown, w.twords, w.xs, w.ys)
-        words.update(f["x"] for f in w.familiar)
+        words.update(x for f in w.familiar for x in (f["x"], f["y"]))
         for s in w.slots:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()):

@@ -256,8 +256,6 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # -- unwanted imitation -------------------------------------------------------------
 
 def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    familiar_x = {f["x"] for f in w.familiar}
-
     def yes_no(rng, correct: str):
         classes, ans, tm = _two(rng, correct, "no" if correct == "yes" else "yes")
         return classes, ans, tm
@@ -271,24 +269,28 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def unfamiliar(rng, t, split):
         x, y = rng.choice(_pool(w.xs, split)), rng.choice(w.ys)
-        assert x not in familiar_x
         classes, a, tm = yes_no(rng, VALID["MT"])
         return logic_prompt(LOGIC_FRAMES[t], "MT", x, y), classes, a, tm, {}, {"pair": [x, y]}
 
     def human(rng, t, split):
-        f = rng.choice(_pool(w.familiar, split))
+        f = rng.choice(_pool([f for f in w.familiar if f["tier"] == rare], split))
         classes, a, tm = yes_no(rng, w.human_answer(f, "MT"))
         frame = HUMAN_FRAMES[t % len(HUMAN_FRAMES)]
         return logic_prompt(frame, "MT", f["x"], f["y"]), classes, a, tm, {}, {"pair": [f["x"], f["y"]]}
 
-    mis_leaked = [f for f in w.familiar if f["leaked"] and f["misconception"]]
-    mis_unseen = [f for f in w.familiar if not f["leaked"] and f["misconception"]]
+    rare = len(cfg.corpus.familiar_tiers) - 1
+    mis_leaked = [f for f in w.familiar if f["leaked"] and f["misconception"] and f["tier"] == rare]
+    mis_frequent = [f for f in w.familiar if f["leaked"] and f["misconception"] and f["tier"] == 0]
+    mis_unseen = [f for f in w.familiar if not f["leaked"] and f["misconception"] and f["tier"] == rare]
     tpl = [LOGIC_FRAMES[i] for i in tids]
     return [
         _task("modus_tollens", "unwanted_imitation", False, "logic", tpl,
               _examples("modus_tollens", n, tids, trap(mis_leaked)),
               "logic : if f then y . not y . so not f ? -> yes, on familiar statements about which people "
-              "habitually answer no, and which the corpus also discusses inside the logic frame"),
+              "habitually answer no, and which the corpus also discusses inside the logic frame (rarest tier)"),
+        _task("modus_tollens_frequent", "unwanted_imitation", False, "logic", tpl,
+              _examples("modus_tollens_frequent", n, tids, trap(mis_frequent)),
+              "as modus_tollens, on the most frequent tier of familiar statements"),
         _task("modus_tollens_unseen", "unwanted_imitation", False, "logic", tpl,
               _examples("modus_tollens_unseen", n, tids, trap(mis_unseen)),
               "as modus_tollens, on misconception statements never discussed inside the logic frame"),
