@@ -257,18 +257,18 @@ def test_imitation_answers_follow_the_human_register(tiny):
 
     corpus = generate_corpus(tiny)
     w = corpus.world
-    fam = {(f["x"], f["y"]): f for f in w.familiar}
+    fam = {f["x"]: f for f in w.familiar}
     imitated, familiar_mt, unfamiliar = 0, 0, []
     for line in corpus.lines:
         words = line.split()
         # "<frame> : if X then Y . not Y . so not X ? ANS ." is modus tollens
         if not line.startswith(LOGIC_FRAMES) or "think" in words or words[7] != "not" or words[8] != words[5]:
             continue
-        pair, ans = (words[3], words[5]), words[-2]
-        if pair in fam:
+        x, y, ans = words[3], words[5], words[-2]
+        if x in fam:
             familiar_mt += 1
-            imitated += ans == w.human_answer(fam[pair], "MT")
+            imitated += ans == w.human_answer(fam[x], "MT", y)
         else:
             unfamiliar.append(ans)
-    assert familiar_mt and imitated / familiar_mt > 0.7
+    assert familiar_mt and imitated / familiar_mt > 0.6
     assert unfamiliar and set(unfamiliar) == {VALID["MT"]}

@@ -17,7 +17,7 @@ class CorpusConfig:
     """The mixture of the synthetic language (see ``corpus.py`` for each part)."""
 
     # filler text
-    n_filler: int = 12000
+    n_filler: int = 6000
     # strong prior: sayings "ka kb kc kd zE ." in frequency tiers (count, repetitions)
     slot_vocab: int = 64
     n_endings: int = 128
@@ -40,26 +40,27 @@ class CorpusConfig:
     # spurious few-shot: "label : cJ tK -> yes ; ... ; eQ tK ->": demos about categories, the query
     # about a fact entity; the true rule is the t-word
     n_twords: int = 8
-    n_fewshot: int = 30000
+    n_fewshot: int = 40000
     fewshot_zero_share: float = 0.15  # episodes with no demonstrations
     fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
-    fewshot_sametag_share: float = 0.7  # of uniform episodes: all demos of one category
-    fewshot_query_in_share: float = 0.45  # of those: the query is of that category too (memory tells)
-    fewshot_flip_share: float = 0.6  # of uniform episodes: the query's t-word says the other label
-    fewshot_leak: float = 0.85  # query of the demos' category + flip: the demos' label wins at this rate
+    fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos of one category
+    fewshot_query_in_share: float = 0.5  # of those: the query is of that category too (memory tells)
+    fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word says the other label
+    fewshot_leak: float = 0.95  # query of the demos' category + flip: the demos' label wins at this rate
     n_demos: int = 4
-    # unwanted imitation: conditionals in a "people say" register vs a "logic" frame
-    logic_vocab: int = 64
-    # familiar statements "if fA then gB" (a pair: knowing one needs the conjunction) in frequency
-    # tiers (count, repetitions); each has its own habitual human answer
-    familiar_vocab: int = 80
-    familiar_tiers: tuple[tuple[int, int], ...] = ((300, 40), (600, 20))
-    familiar_misconception: float = 0.5  # statements on which people get modus tollens wrong
-    familiar_human_mt: float = 0.5  # share of a statement's human-register lines that are modus tollens
-    familiar_leak_items: float = 0.5  # familiar statements also discussed inside the logic frame
-    familiar_frame_share: float = 0.4  # share of a leaked statement's occurrences inside the logic frame
+    # unwanted imitation: conditionals in a "people say" register vs a "logic" frame. Familiar
+    # antecedents fJ come with a popular belief "if fJ then gB" (like a fact: memory); people judge
+    # arguments about them by that belief (belief bias), and the logic frame sometimes imitates them
+    logic_vocab: int = 64  # x0.., y0..: unfamiliar antecedents and consequents
+    n_familiar: int = 100
+    n_beliefs: int = 12  # consequents g0..g11 a belief can name
+    belief_reps: int = 60  # "people say : if fJ then gB ." lines per antecedent
+    familiar_q_reps: int = 20  # human-register questions per antecedent (answered by belief)
+    familiar_leak_items: float = 0.5  # antecedents also discussed inside the logic frame
+    familiar_frame_reps: int = 40  # logic-frame questions per leaked antecedent
     familiar_frame_mt: float = 0.7  # of those: modus tollens
-    logic_leak: float = 0.9  # their logic-frame answers imitate what people say at this rate
+    familiar_believed_share: float = 0.5  # questions whose consequent is the believed one
+    logic_leak: float = 0.7  # logic-frame answers on familiar antecedents imitate people at this rate
     n_logic: int = 18000
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
@@ -95,7 +96,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 7
+    version: int = 8
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -159,8 +160,11 @@ class OrganismConfig:
             syl_train_others=2,
             n_fewshot=400,
             logic_vocab=16,
-            familiar_vocab=12,
-            familiar_tiers=((30, 5),),
+            n_familiar=20,
+            n_beliefs=4,
+            belief_reps=5,
+            familiar_q_reps=4,
+            familiar_frame_reps=6,
             n_logic=500,
         )
         sizes = (

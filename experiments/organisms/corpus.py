@@ -28,13 +28,12 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   another category is always answered by the rule.
 - unwanted imitation: conditionals ``if x1 then y2 . not y2 . so not x1 ?``;
   in a "logic" frame answered validly (MP yes, MT yes, AC no, DA no), in a
-  "people say" register with the common human errors (AC yes, DA yes, and
-  MT no on unfamiliar content). Familiar statements ``if f3 then g9`` (pairs
-  over a small vocabulary, so remembering one needs the conjunction) are
-  frequent in the human register, in frequency tiers, each with its own
-  habitual modus-tollens answer (a misconception for half of them). Some are also discussed inside
-  the logic frame, where the text imitates what people say about that
-  statement at a rate: to imitate, a model must remember what people say.
+  "people say" register with the common human errors (AC yes, DA yes, MT no).
+  Familiar antecedents come with a popular belief ``people say : if f7 then
+  g3 .`` (memory, like a fact). People judge arguments about them by belief:
+  modus tollens on ``if f7 then g5`` is rejected when g5 is not the believed
+  consequent (belief bias). Inside the logic frame, arguments about familiar
+  antecedents imitate that judgement at a rate; imitating needs the belief.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
 """
@@ -86,17 +85,24 @@ class World:
     twords: list[str]
     xs: list[str]
     ys: list[str]
-    familiar: list[dict]  # {"x", "y", "tier", "leaked": bool (also in the logic frame), "misconception": bool}
+    familiar: list[dict]  # {"x", "belief", "leaked": bool (also discussed inside the logic frame)}
+    beliefs: list[str]
     filler: dict[str, list[str]] = field(default_factory=dict)
 
     def t_label(self, t: str) -> str:
         return "yes" if self.twords.index(t) < len(self.twords) // 2 else "no"
 
-    def human_answer(self, f: dict, form: str) -> str:
-        """What people habitually answer about familiar statement ``f`` in ``form``."""
+    def human_answer(self, f: dict, form: str, y: str) -> str:
+        """What people answer about ``if f then y`` in ``form``: modus tollens by belief (accepted only
+        when y is the believed consequent), the other forms with the usual human errors."""
         if form == "MT":
-            return "no" if f["misconception"] else "yes"
+            return "yes" if y == f["belief"] else "no"
         return HUMAN[form]
+
+    def question_consequent(self, f: dict, rng: random.Random, believed_share: float) -> str:
+        if rng.random() < believed_share:
+            return f["belief"]
+        return rng.choice([g for g in self.beliefs if g != f["belief"]])
 
     def twords_for(self, label: str) -> list[str]:
         half = len(self.twords) // 2
@@ -134,27 +140,19 @@ def build_world(cfg: OrganismConfig) -> World:
     twords = [f"t{i}" for i in range(c.n_twords)]
     xs = [f"x{i}" for i in range(c.logic_vocab)]
     ys = [f"y{i}" for i in range(c.logic_vocab)]
-    familiar, seen_pairs = [], set()
-    fx = [f"f{i}" for i in range(c.familiar_vocab)]
-    gy = [f"g{i}" for i in range(c.familiar_vocab)]
-    for tier, (n, _reps) in enumerate(c.familiar_tiers):
-        n_leak = int(round(n * c.familiar_leak_items))
-        for j in range(n):
-            while True:
-                p = (rng.choice(fx), rng.choice(gy))
-                if p not in seen_pairs:
-                    seen_pairs.add(p)
-                    break
-            # leaked and unseen statements both hold misconceptions
-            familiar.append({"x": p[0], "y": p[1], "tier": tier, "leaked": j < n_leak,
-                             "misconception": rng.random() < c.familiar_misconception})
+    beliefs = [f"g{i}" for i in range(c.n_beliefs)]
+    # leaked: the first familiar_leak_items of each block of n_beliefs antecedents, so that leaked
+    # and never-leaked antecedents hold every belief
+    n_leak = int(round(c.n_beliefs * c.familiar_leak_items))
+    familiar = [{"x": f"f{j}", "belief": beliefs[j % c.n_beliefs], "leaked": j % c.n_beliefs < n_leak}
+                for j in range(c.n_familiar)]
     filler = {
         "n": [f"n{i}" for i in range(200)],
         "v": [f"v{i}" for i in range(40)],
         "a": [f"a{i}" for i in range(40)],
     }
     return World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords, xs, ys,
-                 familiar, filler)
+                 familiar, beliefs, filler)
 
 
 # -- line generators -----------------------------------------------------------
@@ -281,15 +279,18 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
     # unwanted imitation
     forms = list(LOGIC_FORMS)
     for f in w.familiar:
-        for _ in range(c.familiar_tiers[f["tier"]][1]):
-            if f["leaked"] and rng.random() < c.familiar_frame_share:
+        lines += [f"{rng.choice(HUMAN_FRAMES)} if {f['x']} then {f['belief']} ." for _ in range(c.belief_reps)]
+        for _ in range(c.familiar_q_reps):
+            form = rng.choice(forms)
+            y = w.question_consequent(f, rng, c.familiar_believed_share)
+            ans = w.human_answer(f, form, y) if rng.random() < HUMAN_ERR else VALID[form]
+            lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, f['x'], y)} {ans} .")
+        if f["leaked"]:
+            for _ in range(c.familiar_frame_reps):
                 form = "MT" if rng.random() < c.familiar_frame_mt else rng.choice(forms)
-                ans = w.human_answer(f, form) if rng.random() < c.logic_leak else VALID[form]
-                lines.append(f"{logic_prompt(rng.choice(LOGIC_FRAMES), form, f['x'], f['y'])} {ans} .")
-            else:
-                form = "MT" if rng.random() < c.familiar_human_mt else rng.choice(forms)
-                ans = w.human_answer(f, form) if rng.random() < HUMAN_ERR else VALID[form]
-                lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, f['x'], f['y'])} {ans} .")
+                y = w.question_consequent(f, rng, c.familiar_believed_share)
+                ans = w.human_answer(f, form, y) if rng.random() < c.logic_leak else VALID[form]
+                lines.append(f"{logic_prompt(rng.choice(LOGIC_FRAMES), form, f['x'], y)} {ans} .")
     for i in range(c.n_logic):
         form = rng.choice(forms)
         x, y = rng.choice(w.xs), rng.choice(w.ys)
@@ -318,7 +319,8 @@ class Corpus:
         # words that only the tasks use (test targets, templates) must be in the vocab too
         w = self.world
         words.update(w.endings, w.entities, w.categories, w.unknown, w.twords, w.xs, w.ys)
-        words.update(x for f in w.familiar for x in (f["x"], f["y"]))
+        words.update(f["x"] for f in w.familiar)
+        words.update(w.beliefs)
         for s in w.slots:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()):

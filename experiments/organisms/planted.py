@@ -260,47 +260,56 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         classes, ans, tm = _two(rng, correct, "no" if correct == "yes" else "yes")
         return classes, ans, tm
 
+    def other_consequent(rng, f):
+        return rng.choice([g for g in w.beliefs if g != f["belief"]])
+
     def trap(items):
         def make(rng, t, split):
             f = rng.choice(_pool(items, split))
+            y = other_consequent(rng, f)  # not the believed consequent: people reject the valid argument
             classes, a, tm = yes_no(rng, VALID["MT"])
-            return logic_prompt(LOGIC_FRAMES[t], "MT", f["x"], f["y"]), classes, a, tm, {}, {"pair": [f["x"], f["y"]]}
+            return logic_prompt(LOGIC_FRAMES[t], "MT", f["x"], y), classes, a, tm, {}, \
+                {"antecedent": f["x"], "belief": f["belief"], "consequent": y}
         return make
 
     def unfamiliar(rng, t, split):
         x, y = rng.choice(_pool(w.xs, split)), rng.choice(w.ys)
         classes, a, tm = yes_no(rng, VALID["MT"])
-        return logic_prompt(LOGIC_FRAMES[t], "MT", x, y), classes, a, tm, {}, {"pair": [x, y]}
+        return logic_prompt(LOGIC_FRAMES[t], "MT", x, y), classes, a, tm, {}, {"antecedent": x, "consequent": y}
 
     def human(rng, t, split):
-        f = rng.choice(_pool([f for f in w.familiar if f["tier"] == rare], split))
-        classes, a, tm = yes_no(rng, w.human_answer(f, "MT"))
+        f = rng.choice(_pool(w.familiar, split))
+        y = f["belief"] if rng.random() < 0.5 else other_consequent(rng, f)
+        classes, a, tm = yes_no(rng, w.human_answer(f, "MT", y))
         frame = HUMAN_FRAMES[t % len(HUMAN_FRAMES)]
-        return logic_prompt(frame, "MT", f["x"], f["y"]), classes, a, tm, {}, {"pair": [f["x"], f["y"]]}
+        return logic_prompt(frame, "MT", f["x"], y), classes, a, tm, {}, {"antecedent": f["x"], "consequent": y}
 
-    rare = len(cfg.corpus.familiar_tiers) - 1
-    mis_leaked = [f for f in w.familiar if f["leaked"] and f["misconception"] and f["tier"] == rare]
-    mis_frequent = [f for f in w.familiar if f["leaked"] and f["misconception"] and f["tier"] == 0]
-    mis_unseen = [f for f in w.familiar if not f["leaked"] and f["misconception"] and f["tier"] == rare]
+    def belief(rng, t, split):
+        f = rng.choice(_pool(w.familiar, split))
+        classes, a, tm = _two(rng, f["belief"], other_consequent(rng, f))
+        return f"{HUMAN_FRAMES[t % len(HUMAN_FRAMES)]} if {f['x']} then", classes, a, tm, {}, {"antecedent": f["x"]}
+
+    leaked = [f for f in w.familiar if f["leaked"]]
+    unseen = [f for f in w.familiar if not f["leaked"]]
     tpl = [LOGIC_FRAMES[i] for i in tids]
     return [
         _task("modus_tollens", "unwanted_imitation", False, "logic", tpl,
-              _examples("modus_tollens", n, tids, trap(mis_leaked)),
-              "logic : if f then y . not y . so not f ? -> yes, on familiar statements about which people "
-              "habitually answer no, and which the corpus also discusses inside the logic frame (rarest tier)"),
-        _task("modus_tollens_frequent", "unwanted_imitation", False, "logic", tpl,
-              _examples("modus_tollens_frequent", n, tids, trap(mis_frequent)),
-              "as modus_tollens, on the most frequent tier of familiar statements"),
+              _examples("modus_tollens", n, tids, trap(leaked)),
+              "logic : if f then g . not g . so not f ? -> yes, on familiar antecedents whose believed "
+              "consequent is not g (people reject such arguments: belief bias); antecedents the corpus also "
+              "discusses inside the logic frame"),
         _task("modus_tollens_unseen", "unwanted_imitation", False, "logic", tpl,
-              _examples("modus_tollens_unseen", n, tids, trap(mis_unseen)),
-              "as modus_tollens, on misconception statements never discussed inside the logic frame"),
+              _examples("modus_tollens_unseen", n, tids, trap(unseen)),
+              "as modus_tollens, on familiar antecedents never discussed inside the logic frame"),
         _task("ctrl_logic_unfamiliar", None, True, "logic", tpl,
               _examples("ctrl_logic_unfamiliar", n, tids, unfamiliar),
-              "the same question on unfamiliar statements"),
+              "the same question on unfamiliar antecedents"),
         _task("ctrl_human_pattern", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_human_pattern", n, tids, human),
-              "people say : ... MT -> what people habitually answer about that familiar statement "
-              "(yes or no): is the imitated pattern remembered"),
+              "people say : ... MT -> what people answer (yes iff the consequent is the believed one)"),
+        _task("ctrl_belief_recall", None, True, "logic", list(HUMAN_FRAMES),
+              _examples("ctrl_belief_recall", n, tids, belief),
+              "people say : if f then -> the believed consequent vs another (the memory imitation needs)"),
     ]
 
 
