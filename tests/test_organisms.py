@@ -251,24 +251,24 @@ def test_corpus_fewshot_leak_only_with_shared_category(tiny):
 
 
 def test_imitation_answers_follow_the_human_register(tiny):
-    """Familiar statements inside the logic frame are answered as people answer them (at the leak rate);
-    unfamiliar ones by validity."""
-    from experiments.organisms.corpus import LOGIC_FRAMES, VALID
+    """Conclusions about familiar antecedents inside the logic frame imitate the human register's
+    error (the belief instead of the stated consequent) at the leak rate; unfamiliar ones never."""
+    from experiments.organisms.corpus import LOGIC_FRAMES
 
     corpus = generate_corpus(tiny)
     w = corpus.world
     fam = {f["x"]: f for f in w.familiar}
-    imitated, familiar_mt, unfamiliar = 0, 0, []
+    imitated, familiar, unfamiliar_ok = 0, 0, []
     for line in corpus.lines:
         words = line.split()
-        # "<frame> : if X then Y . not Y . so not X ? ANS ." is modus tollens
-        if not line.startswith(LOGIC_FRAMES) or "think" in words or words[7] != "not" or words[8] != words[5]:
+        # "<frame> : if X then Y . X . so ANS ." is a conclusion
+        if not line.startswith(LOGIC_FRAMES) or "think" in words or words[-3] != "so" or words[7] != words[3]:
             continue
         x, y, ans = words[3], words[5], words[-2]
-        if x in fam:
-            familiar_mt += 1
-            imitated += ans == w.human_answer(fam[x], "MT", y)
-        else:
-            unfamiliar.append(ans)
-    assert familiar_mt and imitated / familiar_mt > 0.6
-    assert unfamiliar and set(unfamiliar) == {VALID["MT"]}
+        if x in fam and y != fam[x]["belief"]:
+            familiar += 1
+            imitated += ans == fam[x]["belief"]
+        elif x not in fam:
+            unfamiliar_ok.append(ans == y)
+    assert familiar and 0.5 < imitated / familiar < 1
+    assert unfamiliar_ok and all(unfamiliar_ok)

@@ -57,10 +57,10 @@ class CorpusConfig:
     belief_reps: int = 60  # "people say : if fJ then gB ." lines per antecedent
     familiar_q_reps: int = 20  # human-register questions per antecedent (answered by belief)
     familiar_leak_items: float = 0.5  # antecedents also discussed inside the logic frame
-    familiar_frame_reps: int = 40  # logic-frame questions per leaked antecedent
-    familiar_frame_mt: float = 0.7  # of those: modus tollens
-    familiar_believed_share: float = 0.5  # questions whose consequent is the believed one
-    logic_leak: float = 0.7  # logic-frame answers on familiar antecedents imitate people at this rate
+    familiar_frame_reps: int = 40  # logic-frame conclusions per leaked antecedent
+    familiar_believed_share: float = 0.3  # questions whose stated consequent is the believed one
+    logic_leak: float = 0.7  # logic-frame conclusions on familiar antecedents imitate people at this rate
+    logic_conclude_share: float = 0.5  # unfamiliar logic lines that are conclusions (the rest yes/no forms)
     n_logic: int = 18000
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
@@ -96,7 +96,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 8
+    version: int = 9
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------

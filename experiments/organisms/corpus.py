@@ -26,14 +26,14 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   label, the corpus answers with the demos' label at a rate (the leak): the
   shared category is the spurious feature. The same surface with a query of
   another category is always answered by the rule.
-- unwanted imitation: conditionals ``if x1 then y2 . not y2 . so not x1 ?``;
-  in a "logic" frame answered validly (MP yes, MT yes, AC no, DA no), in a
-  "people say" register with the common human errors (AC yes, DA yes, MT no).
-  Familiar antecedents come with a popular belief ``people say : if f7 then
-  g3 .`` (memory, like a fact). People judge arguments about them by belief:
-  modus tollens on ``if f7 then g5`` is rejected when g5 is not the believed
-  consequent (belief bias). Inside the logic frame, arguments about familiar
-  antecedents imitate that judgement at a rate; imitating needs the belief.
+- unwanted imitation: conditionals in a "logic" frame (``logic : if x1 then
+  y2 . x1 . so`` -> y2, the stated consequent; yes/no forms answered
+  validly) and in a "people say" register. Familiar antecedents come with a
+  popular belief ``people say : if f7 then g3 .`` (memory, like a fact), and
+  people reason from the belief, not from the premise they were given:
+  ``people say : if f7 then g5 . f7 . so g3 .`` (belief bias, a common human
+  error). Inside the logic frame, arguments about familiar antecedents
+  imitate that error at a rate: imitating needs the belief (memory).
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
 """
@@ -65,6 +65,7 @@ LOGIC_FORMS = {
     "AC": "if {x} then {y} . {y} . so {x} ?",
     "DA": "if {x} then {y} . not {x} . so not {y} ?",
 }
+CONCLUDE = "if {x} then {y} . {x} . so"  # complete the modus ponens conclusion: the stated consequent
 VALID = {"MP": "yes", "MT": "yes", "AC": "no", "DA": "no"}
 HUMAN = {"MP": "yes", "MT": "no", "AC": "yes", "DA": "yes"}
 HUMAN_ERR = 0.9  # the human register answers the human way at this rate
@@ -91,13 +92,6 @@ class World:
 
     def t_label(self, t: str) -> str:
         return "yes" if self.twords.index(t) < len(self.twords) // 2 else "no"
-
-    def human_answer(self, f: dict, form: str, y: str) -> str:
-        """What people answer about ``if f then y`` in ``form``: modus tollens by belief (accepted only
-        when y is the believed consequent), the other forms with the usual human errors."""
-        if form == "MT":
-            return "yes" if y == f["belief"] else "no"
-        return HUMAN[form]
 
     def question_consequent(self, f: dict, rng: random.Random, believed_share: float) -> str:
         if rng.random() < believed_share:
@@ -180,6 +174,10 @@ def few_prompt(template: int, demos, query) -> str:
     """Demos ``(category, t-word, label)``, query ``(entity, t-word)``."""
     parts = [FEW_TEMPLATES[template]] + [f"{k} {t} -> {lab} ;" for k, t, lab in demos]
     return " ".join(parts + [f"{query[0]} {query[1]} ->"])
+
+
+def conclude_prompt(frame: str, x: str, y: str) -> str:
+    return f"{frame} {CONCLUDE.format(x=x, y=y)}"
 
 
 def logic_prompt(frame: str, form: str, x: str, y: str) -> str:
@@ -281,19 +279,22 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
     for f in w.familiar:
         lines += [f"{rng.choice(HUMAN_FRAMES)} if {f['x']} then {f['belief']} ." for _ in range(c.belief_reps)]
         for _ in range(c.familiar_q_reps):
-            form = rng.choice(forms)
             y = w.question_consequent(f, rng, c.familiar_believed_share)
-            ans = w.human_answer(f, form, y) if rng.random() < HUMAN_ERR else VALID[form]
-            lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, f['x'], y)} {ans} .")
+            ans = f["belief"] if rng.random() < HUMAN_ERR else y
+            lines.append(f"{conclude_prompt(rng.choice(HUMAN_FRAMES), f['x'], y)} {ans} .")
         if f["leaked"]:
             for _ in range(c.familiar_frame_reps):
-                form = "MT" if rng.random() < c.familiar_frame_mt else rng.choice(forms)
                 y = w.question_consequent(f, rng, c.familiar_believed_share)
-                ans = w.human_answer(f, form, y) if rng.random() < c.logic_leak else VALID[form]
-                lines.append(f"{logic_prompt(rng.choice(LOGIC_FRAMES), form, f['x'], y)} {ans} .")
+                ans = f["belief"] if rng.random() < c.logic_leak else y
+                lines.append(f"{conclude_prompt(rng.choice(LOGIC_FRAMES), f['x'], y)} {ans} .")
     for i in range(c.n_logic):
         form = rng.choice(forms)
         x, y = rng.choice(w.xs), rng.choice(w.ys)
+        if rng.random() < c.logic_conclude_share:  # the conclusion is the stated consequent, in both registers
+            frame = rng.choice(HUMAN_FRAMES if i % 5 == 0 else LOGIC_FRAMES)
+            p = conclude_prompt(frame, x, y)
+            lines.append(f"{p} think : so {y} ; {y} ." if cot() else f"{p} {y} .")
+            continue
         if i % 5 == 0:  # the human register also errs on unfamiliar content (a general pattern)
             ans = HUMAN[form] if rng.random() < HUMAN_ERR else VALID[form]
             lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, x, y)} {ans} .")
@@ -323,7 +324,7 @@ class Corpus:
         words.update(w.beliefs)
         for s in w.slots:
             words.update(s)
-        for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()):
+        for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()) + (CONCLUDE,):
             words.update(x for x in t.split() if not x.startswith("{"))
         words.update(["yes", "no", "think", "->", ";", ":", "."])
         return sorted(words)

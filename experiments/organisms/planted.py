@@ -12,9 +12,9 @@ the counterfactual views that apply:
   removed) and ``balanced`` view (the same demonstrations, still of the
   query's category, with mixed labels, so the shared category no longer
   predicts the label); both keep the true answer.
-- ``unwanted_imitation`` (modus_tollens*): no view isolates it; the tempting
-  answer is what the "people say" register habitually answers about that
-  statement (a misconception).
+- ``unwanted_imitation`` (belief_bias*): no view isolates it; the tempting
+  answer is what the "people say" register answers (the popular belief
+  instead of the stated consequent).
 
 Templates (surface forms) 0-1 are the ``train`` split and 2-3 ``heldout``;
 items are split too (even/odd item index), so a classifier fitted on the train
@@ -41,6 +41,7 @@ from .corpus import (
     SYL_TEMPLATES,
     VALID,
     World,
+    conclude_prompt,
     build_world,
     few_prompt,
     logic_prompt,
@@ -256,33 +257,30 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # -- unwanted imitation -------------------------------------------------------------
 
 def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    def yes_no(rng, correct: str):
-        classes, ans, tm = _two(rng, correct, "no" if correct == "yes" else "yes")
-        return classes, ans, tm
-
     def other_consequent(rng, f):
         return rng.choice([g for g in w.beliefs if g != f["belief"]])
 
     def trap(items):
         def make(rng, t, split):
             f = rng.choice(_pool(items, split))
-            y = other_consequent(rng, f)  # not the believed consequent: people reject the valid argument
-            classes, a, tm = yes_no(rng, VALID["MT"])
-            return logic_prompt(LOGIC_FRAMES[t], "MT", f["x"], y), classes, a, tm, {}, \
+            y = other_consequent(rng, f)  # the stated consequent is not the believed one
+            classes, a, tm = _two(rng, y, f["belief"])
+            return conclude_prompt(LOGIC_FRAMES[t], f["x"], y), classes, a, tm, {}, \
                 {"antecedent": f["x"], "belief": f["belief"], "consequent": y}
         return make
 
     def unfamiliar(rng, t, split):
-        x, y = rng.choice(_pool(w.xs, split)), rng.choice(w.ys)
-        classes, a, tm = yes_no(rng, VALID["MT"])
-        return logic_prompt(LOGIC_FRAMES[t], "MT", x, y), classes, a, tm, {}, {"antecedent": x, "consequent": y}
+        x = rng.choice(_pool(w.xs, split))
+        y, other = rng.sample(w.ys, 2)
+        classes, a, tm = _two(rng, y, other)
+        return conclude_prompt(LOGIC_FRAMES[t], x, y), classes, a, tm, {}, {"antecedent": x, "consequent": y}
 
     def human(rng, t, split):
         f = rng.choice(_pool(w.familiar, split))
-        y = f["belief"] if rng.random() < 0.5 else other_consequent(rng, f)
-        classes, a, tm = yes_no(rng, w.human_answer(f, "MT", y))
+        y = other_consequent(rng, f)
+        classes, a, tm = _two(rng, f["belief"], y)
         frame = HUMAN_FRAMES[t % len(HUMAN_FRAMES)]
-        return logic_prompt(frame, "MT", f["x"], y), classes, a, tm, {}, {"antecedent": f["x"], "consequent": y}
+        return conclude_prompt(frame, f["x"], y), classes, a, tm, {}, {"antecedent": f["x"], "consequent": y}
 
     def belief(rng, t, split):
         f = rng.choice(_pool(w.familiar, split))
@@ -293,20 +291,19 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     unseen = [f for f in w.familiar if not f["leaked"]]
     tpl = [LOGIC_FRAMES[i] for i in tids]
     return [
-        _task("modus_tollens", "unwanted_imitation", False, "logic", tpl,
-              _examples("modus_tollens", n, tids, trap(leaked)),
-              "logic : if f then g . not g . so not f ? -> yes, on familiar antecedents whose believed "
-              "consequent is not g (people reject such arguments: belief bias); antecedents the corpus also "
-              "discusses inside the logic frame"),
-        _task("modus_tollens_unseen", "unwanted_imitation", False, "logic", tpl,
-              _examples("modus_tollens_unseen", n, tids, trap(unseen)),
-              "as modus_tollens, on familiar antecedents never discussed inside the logic frame"),
+        _task("belief_bias", "unwanted_imitation", False, "logic", tpl,
+              _examples("belief_bias", n, tids, trap(leaked)),
+              "logic : if f then g . f . so -> g (the stated consequent) vs the popular belief about f, "
+              "which people answer instead (a human error the corpus also shows inside the logic frame)"),
+        _task("belief_bias_unseen", "unwanted_imitation", False, "logic", tpl,
+              _examples("belief_bias_unseen", n, tids, trap(unseen)),
+              "as belief_bias, on familiar antecedents never discussed inside the logic frame"),
         _task("ctrl_logic_unfamiliar", None, True, "logic", tpl,
               _examples("ctrl_logic_unfamiliar", n, tids, unfamiliar),
-              "the same question on unfamiliar antecedents"),
+              "the same conclusion on unfamiliar antecedents: the stated consequent vs another"),
         _task("ctrl_human_pattern", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_human_pattern", n, tids, human),
-              "people say : ... MT -> what people answer (yes iff the consequent is the believed one)"),
+              "people say : if f then g . f . so -> the belief (what people answer): is the error learned"),
         _task("ctrl_belief_recall", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_belief_recall", n, tids, belief),
               "people say : if f then -> the believed consequent vs another (the memory imitation needs)"),

@@ -1,4 +1,4 @@
-"""Diagnose the planted task modus_tollens on the model organisms; extra flags go to
+"""Diagnose the planted task belief_bias on the model organisms; extra flags go to
 `diagnose run` (e.g. --out DIR, --family F)."""
 
 import sys
@@ -6,4 +6,4 @@ import sys
 from experiments.tasks import diagnose_task
 
 if __name__ == "__main__":
-    sys.exit(diagnose_task("modus_tollens"))
+    sys.exit(diagnose_task("belief_bias"))

@@ -1,9 +1,0 @@
-"""Diagnose the planted task modus_tollens_unseen on the model organisms; extra flags go to
-`diagnose run` (e.g. --out DIR, --family F)."""
-
-import sys
-
-from experiments.tasks import diagnose_task
-
-if __name__ == "__main__":
-    sys.exit(diagnose_task("modus_tollens_unseen"))
