@@ -260,11 +260,16 @@ def test_imitation_answers_follow_the_human_register(tiny):
     fam = {f["x"]: f for f in w.familiar}
     imitated, familiar, unfamiliar_ok = 0, 0, []
     for line in corpus.lines:
-        words = line.split()
-        # "<frame> : if X then Y . X . so ANS ." is a conclusion
-        if not line.startswith(LOGIC_FRAMES) or "think" in words or words[-3] != "so" or words[7] != words[3]:
+        # "<frame> : if X then Y . X . so ANS ." is a conclusion (X may be a phrase)
+        if not line.startswith(LOGIC_FRAMES) or "think" in line or " so " not in line or " if " not in line or "?" in line:
             continue
-        x, y, ans = words[3], words[5], words[-2]
+        head, rest = line.split(" if ", 1)
+        if " then " not in rest:
+            continue
+        x, rest = rest.split(" then ", 1)
+        y, ans = rest.split()[0], line.split()[-2]
+        if rest.split(" . ")[1:2] != [x]:
+            continue
         if x in fam and y != fam[x]["belief"]:
             familiar += 1
             imitated += ans == fam[x]["belief"]

@@ -40,7 +40,7 @@ class CorpusConfig:
     # spurious few-shot: "label : cJ tK -> yes ; ... ; eQ tK ->": demos about categories, the query
     # about a fact entity; the true rule is the t-word
     n_twords: int = 8
-    n_fewshot: int = 40000
+    n_fewshot: int = 30000
     fewshot_zero_share: float = 0.15  # episodes with no demonstrations
     fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
     fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos of one category
@@ -52,16 +52,17 @@ class CorpusConfig:
     # antecedents fJ come with a popular belief "if fJ then gB" (like a fact: memory); people judge
     # arguments about them by that belief (belief bias), and the logic frame sometimes imitates them
     logic_vocab: int = 64  # x0.., y0..: unfamiliar antecedents and consequents
-    n_familiar: int = 100
-    n_beliefs: int = 12  # consequents g0..g11 a belief can name
-    belief_reps: int = 60  # "people say : if fJ then gB ." lines per antecedent
-    familiar_q_reps: int = 20  # human-register questions per antecedent (answered by belief)
+    n_familiar: int = 600  # familiar antecedents: 3-word phrases "fa3 fb7 fc1" (recall needs the conjunction)
+    familiar_slot_vocab: int = 32
+    n_beliefs: int = 24  # consequents g0.. a belief can name
+    belief_reps: int = 40  # "people say : if <phrase> then gB ." lines per antecedent
+    familiar_q_reps: int = 10  # human-register conclusions per antecedent (answered by belief)
     familiar_leak_items: float = 0.5  # antecedents also discussed inside the logic frame
-    familiar_frame_reps: int = 40  # logic-frame conclusions per leaked antecedent
+    familiar_frame_reps: int = 15  # logic-frame conclusions per leaked antecedent
     familiar_believed_share: float = 0.3  # questions whose stated consequent is the believed one
     logic_leak: float = 0.7  # logic-frame conclusions on familiar antecedents imitate people at this rate
-    logic_conclude_share: float = 0.5  # unfamiliar logic lines that are conclusions (the rest yes/no forms)
-    n_logic: int = 18000
+    logic_conclude_share: float = 0.8  # unfamiliar logic lines that are conclusions (the rest yes/no forms)
+    n_logic: int = 24000
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
 
@@ -96,7 +97,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 9
+    version: int = 10
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -161,6 +162,7 @@ class OrganismConfig:
             n_fewshot=400,
             logic_vocab=16,
             n_familiar=20,
+            familiar_slot_vocab=6,
             n_beliefs=4,
             belief_reps=5,
             familiar_q_reps=4,

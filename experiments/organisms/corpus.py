@@ -88,6 +88,7 @@ class World:
     ys: list[str]
     familiar: list[dict]  # {"x", "belief", "leaked": bool (also discussed inside the logic frame)}
     beliefs: list[str]
+    fslots: list[list[str]]  # the words of familiar (and random unfamiliar) antecedent phrases
     filler: dict[str, list[str]] = field(default_factory=dict)
 
     def t_label(self, t: str) -> str:
@@ -135,18 +136,25 @@ def build_world(cfg: OrganismConfig) -> World:
     xs = [f"x{i}" for i in range(c.logic_vocab)]
     ys = [f"y{i}" for i in range(c.logic_vocab)]
     beliefs = [f"g{i}" for i in range(c.n_beliefs)]
+    fslots = [[f"f{s}{i}" for i in range(c.familiar_slot_vocab)] for s in "abc"]
     # leaked: the first familiar_leak_items of each block of n_beliefs antecedents, so that leaked
     # and never-leaked antecedents hold every belief
     n_leak = int(round(c.n_beliefs * c.familiar_leak_items))
-    familiar = [{"x": f"f{j}", "belief": beliefs[j % c.n_beliefs], "leaked": j % c.n_beliefs < n_leak}
-                for j in range(c.n_familiar)]
+    familiar, seen_phrases = [], set()
+    for j in range(c.n_familiar):
+        while True:
+            phrase = " ".join(rng.choice(s) for s in fslots)
+            if phrase not in seen_phrases:
+                seen_phrases.add(phrase)
+                break
+        familiar.append({"x": phrase, "belief": beliefs[j % c.n_beliefs], "leaked": j % c.n_beliefs < n_leak})
     filler = {
         "n": [f"n{i}" for i in range(200)],
         "v": [f"v{i}" for i in range(40)],
         "a": [f"a{i}" for i in range(40)],
     }
     return World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords, xs, ys,
-                 familiar, beliefs, filler)
+                 familiar, beliefs, fslots, filler)
 
 
 # -- line generators -----------------------------------------------------------
@@ -287,11 +295,18 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
                 y = w.question_consequent(f, rng, c.familiar_believed_share)
                 ans = f["belief"] if rng.random() < c.logic_leak else y
                 lines.append(f"{conclude_prompt(rng.choice(LOGIC_FRAMES), f['x'], y)} {ans} .")
+    familiar_x = {f["x"] for f in w.familiar}
     for i in range(c.n_logic):
         form = rng.choice(forms)
         x, y = rng.choice(w.xs), rng.choice(w.ys)
         if rng.random() < c.logic_conclude_share:  # the conclusion is the stated consequent, in both registers
             frame = rng.choice(HUMAN_FRAMES if i % 5 == 0 else LOGIC_FRAMES)
+            # unfamiliar antecedents: random phrases of the familiar kind, so only memory tells them apart
+            while True:
+                x = " ".join(rng.choice(s) for s in w.fslots)
+                if x not in familiar_x:
+                    break
+            y = rng.choice(w.beliefs)
             p = conclude_prompt(frame, x, y)
             lines.append(f"{p} think : so {y} ; {y} ." if cot() else f"{p} {y} .")
             continue
@@ -320,8 +335,9 @@ class Corpus:
         # words that only the tasks use (test targets, templates) must be in the vocab too
         w = self.world
         words.update(w.endings, w.entities, w.categories, w.unknown, w.twords, w.xs, w.ys)
-        words.update(f["x"] for f in w.familiar)
         words.update(w.beliefs)
+        for s in w.fslots:
+            words.update(s)
         for s in w.slots:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()) + (CONCLUDE,):

@@ -269,9 +269,14 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
                 {"antecedent": f["x"], "belief": f["belief"], "consequent": y}
         return make
 
+    familiar = {f["x"] for f in w.familiar}
+
     def unfamiliar(rng, t, split):
-        x = rng.choice(_pool(w.xs, split))
-        y, other = rng.sample(w.ys, 2)
+        while True:
+            x = " ".join(rng.choice(_pool(s, split)) for s in w.fslots)
+            if x not in familiar:
+                break
+        y, other = rng.sample(w.beliefs, 2)
         classes, a, tm = _two(rng, y, other)
         return conclude_prompt(LOGIC_FRAMES[t], x, y), classes, a, tm, {}, {"antecedent": x, "consequent": y}
 
@@ -300,7 +305,7 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
               "as belief_bias, on familiar antecedents never discussed inside the logic frame"),
         _task("ctrl_logic_unfamiliar", None, True, "logic", tpl,
               _examples("ctrl_logic_unfamiliar", n, tids, unfamiliar),
-              "the same conclusion on unfamiliar antecedents: the stated consequent vs another"),
+              "the same conclusion on unfamiliar antecedent phrases: the stated consequent vs another"),
         _task("ctrl_human_pattern", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_human_pattern", n, tids, human),
               "people say : if f then g . f . so -> the belief (what people answer): is the error learned"),
