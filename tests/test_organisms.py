@@ -4,7 +4,6 @@ RESEARCH.md holds the measured default-family tables)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -277,3 +276,13 @@ def test_imitation_answers_follow_the_human_register(tiny):
             unfamiliar_ok.append(ans == y)
     assert familiar and 0.5 < imitated / familiar < 1
     assert unfamiliar_ok and all(unfamiliar_ok)
+
+
+def test_check_script_rejects_a_directory_that_is_not_a_family(tmp_path, capsys):
+    from experiments.organisms.check import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert str(tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -8,7 +8,6 @@ prepended; correct = argmax equals answer_index.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -99,12 +98,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--views", action="store_true")
     a = ap.parse_args(argv)
+    if not (Path(a.family_dir) / "config.json").is_file():
+        ap.error(f"{a.family_dir} is not an organisms family directory (no config.json): pass the directory "
+                 "`python -m experiments.organisms.family` printed, or use `diagnose organisms check`")
     res = check_family(a.family_dir, views=a.views)
     print(format_table(res))
     if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "check.json").write_text(json.dumps(res, indent=2) + "\n")
+        from diagnose import store
+
+        store.write_json(Path(a.out) / "check.json", res)
 
 
 if __name__ == "__main__":

@@ -94,10 +94,12 @@ class World:
     def t_label(self, t: str) -> str:
         return "yes" if self.twords.index(t) < len(self.twords) // 2 else "no"
 
-    def question_consequent(self, f: dict, rng: random.Random, believed_share: float) -> str:
-        if rng.random() < believed_share:
-            return f["belief"]
+    def other_belief(self, f: dict, rng: random.Random) -> str:
+        """A consequent that is not what people believe about familiar antecedent ``f``."""
         return rng.choice([g for g in self.beliefs if g != f["belief"]])
+
+    def question_consequent(self, f: dict, rng: random.Random, believed_share: float) -> str:
+        return f["belief"] if rng.random() < believed_share else self.other_belief(f, rng)
 
     def twords_for(self, label: str) -> list[str]:
         half = len(self.twords) // 2

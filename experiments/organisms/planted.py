@@ -34,17 +34,14 @@ from diagnose.tasks import Example, Task, View
 from .config import OrganismConfig
 from .corpus import (
     FEW_TEMPLATES,
-    HUMAN,
     HUMAN_FRAMES,
     LOGIC_FRAMES,
     MEMO_TEMPLATES,
     SYL_TEMPLATES,
-    VALID,
     World,
-    conclude_prompt,
     build_world,
+    conclude_prompt,
     few_prompt,
-    logic_prompt,
     memo_prompt,
     syl_prompt,
 )
@@ -257,13 +254,10 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # -- unwanted imitation -------------------------------------------------------------
 
 def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    def other_consequent(rng, f):
-        return rng.choice([g for g in w.beliefs if g != f["belief"]])
-
     def trap(items):
         def make(rng, t, split):
             f = rng.choice(_pool(items, split))
-            y = other_consequent(rng, f)  # the stated consequent is not the believed one
+            y = w.other_belief(f, rng)  # the stated consequent is not the believed one
             classes, a, tm = _two(rng, y, f["belief"])
             return conclude_prompt(LOGIC_FRAMES[t], f["x"], y), classes, a, tm, {}, \
                 {"antecedent": f["x"], "belief": f["belief"], "consequent": y}
@@ -282,14 +276,14 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def human(rng, t, split):
         f = rng.choice(_pool(w.familiar, split))
-        y = other_consequent(rng, f)
+        y = w.other_belief(f, rng)
         classes, a, tm = _two(rng, f["belief"], y)
         frame = HUMAN_FRAMES[t % len(HUMAN_FRAMES)]
         return conclude_prompt(frame, f["x"], y), classes, a, tm, {}, {"antecedent": f["x"], "consequent": y}
 
     def belief(rng, t, split):
         f = rng.choice(_pool(w.familiar, split))
-        classes, a, tm = _two(rng, f["belief"], other_consequent(rng, f))
+        classes, a, tm = _two(rng, f["belief"], w.other_belief(f, rng))
         return f"{HUMAN_FRAMES[t % len(HUMAN_FRAMES)]} if {f['x']} then", classes, a, tm, {}, {"antecedent": f["x"]}
 
     leaked = [f for f in w.familiar if f["leaked"]]
