@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from diagnose.features import feature_names
+from diagnose.features import VIEWS, feature_names
 
 CAUSES = ("strong_prior", "unwanted_imitation", "distractor_task", "spurious_few_shot")
 NO_INVERSE = "no_inverse_scaling"
@@ -198,6 +198,14 @@ def evidence_sentences(f: Mapping[str, float], trend: Mapping[str, Any],
     if fin("easy_agree_large"):
         s.append(f"Where {largest} is wrong, its answer equals its easy-view answer in "
                  f"{_pct(f['easy_agree_large'])} of cases.")
+    if fin("human_acc_large"):
+        s.append(f"Asked in the imitated register (human view), {largest} gives what that "
+                 f"register says in {_pct(f['human_acc_large'])} of examples (trend "
+                 f"{f['human_acc_slope']:+.2f} per decade).")
+    if fin("human_agree_large"):
+        s.append(f"Where {largest} is wrong, its answer equals its human-view answer in "
+                 f"{_pct(f['human_agree_large'])} of cases (it answers as the imitated register "
+                 "would).")
     for v, what in (("zero_shot", "Removing the demonstrations"),
                     ("balanced", "Balancing the demonstrations' spurious feature")):
         if fin(f"{v}_gap_large"):
@@ -214,7 +222,7 @@ def evidence_sentences(f: Mapping[str, float], trend: Mapping[str, Any],
         s.append(f"A linear probe on the residual stream of {largest} is "
                  f"{100 * f['know_gap_large']:+.0f} points more accurate than its output "
                  "(knows-but-does-not-say gap).")
-    present = [v for v in ("prior", "easy", "zero_shot", "balanced") if f.get(f"{v}_present")]
+    present = [v for v in VIEWS if f.get(f"{v}_present")]
     if not present:
         s.append("The task has no counterfactual views, so the cause rests on the trend and "
                  "the probes only (less evidence).")

@@ -21,7 +21,7 @@ from diagnose import store
 from diagnose.classifier import CAUSES, LABELS, NO_INVERSE, CauseClassifier, evidence_sentences
 from diagnose.evidence import FamilyEvidence, family_evidence
 from diagnose.families import Family
-from diagnose.features import unit_features
+from diagnose.features import VIEWS, unit_features
 from diagnose.tasks import Task
 
 
@@ -132,9 +132,9 @@ def classify_evidence(clf: CauseClassifier, ev: FamilyEvidence, n_boot: int = 10
         evidence.append(f"Features that pushed the label most (coefficient x standardized "
                         f"value): {top}.")
     low = [n for n in notes]
-    if not any(f.get(f"{v}_present") for v in ("prior", "easy", "zero_shot", "balanced")):
+    if not any(f.get(f"{v}_present") for v in VIEWS):
         low.append("no counterfactual views")
-    evidence += [f"Low evidence: {n}." for n in notes]
+    evidence += [f"Low evidence: {n}." for n in low]
     return {
         "task": ev.task,
         "trend": {"label": trend["label"], "confidence": trend["confidence"],

@@ -19,7 +19,7 @@ The same capture path serves the logit lens (any ``blocks.{l}.hook_out``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -67,31 +67,101 @@ def fit_to_context(ctx: Sequence[int], cont: Sequence[int], n_ctx: int, where: s
 
 @dataclass
 class _Plan:
-    inputs: list[tuple[int, ...]]        # unique input sequences
+    inputs: list[tuple[int, ...]]        # unique input sequences (packed rows)
     read_seq: np.ndarray                 # [M] index of the input sequence for each read
     read_pos: np.ndarray                 # [M] position inside it
     read_target: np.ndarray              # [M] target token id
     read_request: np.ndarray             # [M] request each read belongs to
+    # per input: None (plain causal) or (position ids, segment ids) of a prefix-shared row
+    layouts: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
 
 
-def plan_reads(requests: Sequence[Request]) -> _Plan:
-    index: dict[tuple[int, ...], int] = {}
+def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
+    """Unique input rows and the reads each request needs from them.
+
+    Requests with the same context share one row. With one multi-token continuation (or
+    none) that row is ``context + continuation[:-1]`` and every single-token continuation
+    is read at the context's last position. With several multi-token continuations
+    (``share_prefix``) the row is the context once followed by each continuation's
+    tokens as a branch: a branch sees the context and its own earlier tokens only, and
+    its position ids continue from the context, so each branch computes exactly what its
+    own sequence would, and the context is run once instead of once per class.
+    """
     inputs: list[tuple[int, ...]] = []
+    layouts: list[tuple[np.ndarray, np.ndarray] | None] = []
     seq, pos, tgt, req = [], [], [], []
-    for r_i, r in enumerate(requests):
-        full = r.context + r.continuation[:-1]
-        s = index.get(full)
-        if s is None:
-            s = index[full] = len(inputs)
-            inputs.append(full)
-        start = len(r.context) - 1
-        for k, t in enumerate(r.continuation):
+
+    def read(s: int, at: Sequence[int], r_i: int) -> None:
+        for p_, t in zip(at, requests[r_i].continuation):
             seq.append(s)
-            pos.append(start + k)
+            pos.append(p_)
             tgt.append(t)
             req.append(r_i)
-    return _Plan(inputs, np.asarray(seq, dtype=np.int64), np.asarray(pos, dtype=np.int64),
-                 np.asarray(tgt, dtype=np.int64), np.asarray(req, dtype=np.int64))
+
+    if not share_prefix:  # one row per distinct context + continuation[:-1]
+        index: dict[tuple[int, ...], int] = {}
+        for r_i, r in enumerate(requests):
+            full = r.context + r.continuation[:-1]
+            if full not in index:
+                index[full] = len(inputs)
+                inputs.append(full)
+                layouts.append(None)
+            read(index[full], range(len(r.context) - 1, len(full)), r_i)
+    else:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for r_i, r in enumerate(requests):
+            groups.setdefault(r.context, []).append(r_i)
+        for ctx, members in groups.items():
+            bodies = list(dict.fromkeys(requests[i].continuation[:-1] for i in members
+                                        if len(requests[i].continuation) > 1))
+            s = len(inputs)
+            if len(bodies) <= 1:
+                inputs.append(ctx + (bodies[0] if bodies else ()))
+                layouts.append(None)
+                start = {b: len(ctx) for b in bodies}
+            else:
+                row, positions, segments, start = list(ctx), list(range(len(ctx))), [0] * len(ctx), {}
+                for b_i, body in enumerate(bodies, start=1):
+                    start[body] = len(row)
+                    row += body
+                    positions += range(len(ctx), len(ctx) + len(body))
+                    segments += [b_i] * len(body)
+                inputs.append(tuple(row))
+                layouts.append((np.asarray(positions, dtype=np.int64),
+                                np.asarray(segments, dtype=np.int64)))
+            for r_i in members:
+                body = requests[r_i].continuation[:-1]
+                # token k >= 1 of a continuation is predicted at its branch's token k - 1
+                read(s, [len(ctx) - 1] + [start[body] + k for k in range(len(body))], r_i)
+    # reads in request order (token by token within a request), whatever the grouping:
+    # consumers that walk two plans in step (contrastive decoding) rely on it
+    req_a = np.asarray(req, dtype=np.int64)
+    o = np.argsort(req_a, kind="stable")
+    return _Plan(inputs, np.asarray(seq, dtype=np.int64)[o], np.asarray(pos, dtype=np.int64)[o],
+                 np.asarray(tgt, dtype=np.int64)[o], req_a[o], layouts)
+
+
+def can_share_prefix(model: LoadedModel) -> bool:
+    """Does this model honour a custom 4D attention mask and position ids?
+
+    Checked once per loaded model on a tiny probe (one context, two two-token branches,
+    shared row vs separate rows); an architecture whose HF code ignores custom masks
+    falls back to one row per continuation instead of returning wrong numbers.
+    """
+    if model.shared_prefix_ok is None:
+        v = int(model.bridge.cfg.d_vocab)
+        toks = [(7 * i + 3) % v for i in range(7)]
+        reqs = [Request(tuple(toks[:3]), tuple(toks[3:5])), Request(tuple(toks[:3]), tuple(toks[5:7]))]
+        got = []
+        for share in (True, False):
+            plan = plan_reads(reqs, share_prefix=share)
+            acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
+                              layouts=plan.layouts)
+            got.append(acts[FINAL_RESID])
+        tol = 1e-4 if model.dtype == torch.float32 else 5e-2
+        scale = float(got[1].abs().max()) or 1.0
+        model.shared_prefix_ok = bool(float((got[0] - got[1]).abs().max()) <= tol * max(1.0, scale))
+    return model.shared_prefix_ok
 
 
 @torch.no_grad()
@@ -118,9 +188,9 @@ def loglikelihoods(
     progress: bool | str = False,
 ) -> np.ndarray:
     """Summed log-prob of each request's continuation given its context: ``[R]``."""
-    plan = plan_reads(requests)
+    plan = plan_reads(requests, share_prefix=can_share_prefix(model))
     acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
-                      batch_tokens=batch_tokens or default_batch_tokens(model),
+                      layouts=plan.layouts, batch_tokens=batch_tokens or default_batch_tokens(model),
                       progress=progress)
     lp = readout_log_probs(model, acts[FINAL_RESID], plan.read_target)
     return np.bincount(plan.read_request, weights=lp, minlength=len(requests))
@@ -152,11 +222,11 @@ def iter_continuation_logits(
     """
     from transformer_lens.tools.analysis import logit_readout
 
-    plan = plan_reads(requests)
+    plan = plan_reads(requests, share_prefix=can_share_prefix(model))
     if len(plan.read_target) == 0:
         return
     acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
-                      batch_tokens=batch_tokens or default_batch_tokens(model),
+                      layouts=plan.layouts, batch_tokens=batch_tokens or default_batch_tokens(model),
                       progress=progress)
     w = model.bridge.W_U
     vec = acts[FINAL_RESID].to(device=w.device, dtype=w.dtype)

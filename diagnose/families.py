@@ -175,6 +175,9 @@ class LoadedModel:
     n_ctx: int
     device: str
     dtype: torch.dtype
+    # whether prefix-shared rows (custom 4D attention masks) compute what separate rows
+    # do on this model; checked once, on first use (``diagnose.engine.can_share_prefix``)
+    shared_prefix_ok: bool | None = None
 
     @property
     def id(self) -> str:

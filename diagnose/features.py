@@ -10,7 +10,8 @@ Per counterfactual view ``v``:
 - ``{v}_acc_large`` / ``{v}_acc_slope``: accuracy on the view (against the view's own
   answer) at the largest size / its trend with size. For ``prior`` that is how
   strongly memory alone prefers the tempting answer; for ``easy``, how well the
-  distractor sub-task is solved.
+  distractor sub-task is solved; for ``human``, how well the model reproduces what
+  the imitated register says.
 - ``{v}_agree_large``: among examples the largest model gets wrong, the fraction
   where its answer equals its answer on the view ("wrong answers agree with the
   view"); ``{v}_agree_slope`` its trend over sizes.
@@ -31,9 +32,10 @@ from __future__ import annotations
 import numpy as np
 
 from diagnose.evidence import FamilyEvidence
+from diagnose.tasks import VIEW_NAMES
 from diagnose.trends import trend_from_outcomes
 
-VIEWS = ("prior", "easy", "zero_shot", "balanced")
+VIEWS = VIEW_NAMES
 TRUE_ANSWER_VIEWS = ("zero_shot", "balanced")
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from diagnose import metrics
-from diagnose.engine import (FINAL_RESID, Request, default_batch_tokens, fit_to_context,
-                             loglikelihoods, plan_reads, readout_log_probs)
+from diagnose.engine import (FINAL_RESID, Request, can_share_prefix, default_batch_tokens,
+                             fit_to_context, loglikelihoods, plan_reads, readout_log_probs)
 from diagnose.families import LoadedModel
 from diagnose.tasks import Task
 from diagnose.tokenization import encode_pairs
@@ -181,9 +181,10 @@ def score_with_views(
     tasks = [task] + [task.view(v) for v in views]
     parts = [build_requests(t, model, prepend_bos) for t in tasks]
     all_reqs = [r for reqs, _ in parts for r in reqs]
-    plan = plan_reads(all_reqs)
+    plan = plan_reads(all_reqs, share_prefix=can_share_prefix(model))
     hooks = [FINAL_RESID] + (resid_hooks(model.n_layers) if lens else [])
     acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos, hooks=hooks,
+                      layouts=plan.layouts,
                       batch_tokens=batch_tokens or default_batch_tokens(model),
                       progress=progress)
     lp = readout_log_probs(model, acts[FINAL_RESID], plan.read_target)

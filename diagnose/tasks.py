@@ -15,8 +15,10 @@ Beyond the ISP fields an example may carry:
 - ``views``: counterfactual prompts that isolate one cause (``prior``: the
   instruction removed; ``easy``: the distractor sub-task alone;
   ``zero_shot``: demonstrations removed; ``balanced``: demonstrations whose
-  spurious feature no longer predicts the label). Each view has its own
-  prompt and, where known, its own answer.
+  spurious feature no longer predicts the label; ``human``: the same question
+  put in the register whose habits the model may imitate, e.g. what "people
+  say", so its answer is the human error). Each view has its own prompt and,
+  where known, its own answer.
 - ``metadata``: every other field of the source row, kept verbatim.
 """
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 FORMATS = ("classification", "sequence_prob", "logodds")
-VIEW_NAMES = ("prior", "easy", "zero_shot", "balanced")
+VIEW_NAMES = ("prior", "easy", "zero_shot", "balanced", "human")
 
 
 @dataclass(frozen=True)

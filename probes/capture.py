@@ -62,12 +62,16 @@ def capture_at(
     max_batch: int = 512,
     progress: bool | str = False,
     transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+    layouts: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run token sequences and return, per hook, the activations at the read positions.
 
     ``read_seq[m]``/``read_pos[m]`` name the sequence and position of read ``m``.
     Returns ``{hook: [M, ...]}`` in read order (fp32, CPU). ``transform(hook, x)`` may
     reshape what is kept (e.g. per-head outputs) before it leaves the device.
+    ``layouts[i]``, when given and not None, is ``(position_ids, segment_ids)`` of a
+    prefix-shared row (``diagnose.engine.plan_reads``): a token attends to earlier
+    tokens of segment 0 (the shared context) and of its own segment only.
     """
     read_seq = np.asarray(read_seq, dtype=np.int64)
     read_pos = np.asarray(read_pos, dtype=np.int64)
@@ -113,7 +117,14 @@ def capture_at(
                 return x
             return hook
 
-        run_hooked(bridge, ids.to(device), mask.to(device), [(h, make_hook(h)) for h in hooks])
+        lay = [layouts[s] for s in batch] if layouts is not None else []
+        if any(x is not None for x in lay):
+            attn, position_ids = tree_mask(lay, [lengths[s] for s in batch], width,
+                                           _dtype(bridge))
+            run_hooked(bridge, ids.to(device), attn.to(device), [(h, make_hook(h)) for h in hooks],
+                       position_ids=position_ids.to(device))
+        else:
+            run_hooked(bridge, ids.to(device), mask.to(device), [(h, make_hook(h)) for h in hooks])
         for h in hooks:
             kept[h].append((r_all, got[h]))
         bar.update(1)
@@ -131,11 +142,45 @@ def capture_at(
     return result
 
 
-def run_hooked(bridge: Any, ids: torch.Tensor, mask: torch.Tensor, fwd_hooks: list) -> Any:
+def _dtype(bridge: Any) -> torch.dtype:
+    return next(bridge.original_model.parameters()).dtype
+
+
+def tree_mask(layouts: Sequence[tuple[np.ndarray, np.ndarray] | None], lengths: Sequence[int],
+              width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Additive attention mask ``[B, 1, W, W]`` and position ids ``[B, W]`` for a batch of
+    right-padded rows, some of them prefix-shared (see ``capture_at``).
+
+    Causal everywhere; in a shared row a key of another branch is masked. Padding
+    positions continue the row's positions (their outputs are never read). The mask is
+    additive with the dtype's most negative finite value (not -inf), so no row is ever
+    fully masked into NaN, and it works for eager and sdpa attention alike.
+    """
+    B = len(lengths)
+    seg = torch.zeros((B, width), dtype=torch.long)
+    pos = torch.arange(width).repeat(B, 1)
+    for b, (lay, n) in enumerate(zip(layouts, lengths)):
+        if lay is not None:
+            p, sg = lay
+            pos[b, :n] = torch.from_numpy(p)
+            pos[b, n:] = int(p[-1]) + 1 + torch.arange(width - n)
+            seg[b, :n] = torch.from_numpy(sg)
+            seg[b, n:] = -1  # padding: sees only the shared context and other padding
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    q, k = seg[:, :, None], seg[:, None, :]
+    keep = causal[None] & ((k == 0) | (k == q))
+    keep |= torch.eye(width, dtype=torch.bool)[None]
+    attn = torch.zeros((B, 1, width, width), dtype=dtype)
+    attn.masked_fill_(~keep[:, None], torch.finfo(dtype).min)
+    return attn, pos
+
+
+def run_hooked(bridge: Any, ids: torch.Tensor, mask: torch.Tensor, fwd_hooks: list,
+               **kwargs: Any) -> Any:
     """One forward with hooks; the model's own unembedding runs on the last position only
     (``logits_to_keep=1``): instruments read the positions they need from the residual."""
     try:
         return bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=fwd_hooks,
-                                     logits_to_keep=1)
+                                     logits_to_keep=1, **kwargs)
     except TypeError:  # an HF class without logits_to_keep
-        return bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=fwd_hooks)
+        return bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=fwd_hooks, **kwargs)

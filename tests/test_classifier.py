@@ -7,7 +7,7 @@ import pytest
 
 from diagnose.classifier import CAUSES, LABELS, NO_INVERSE, CauseClassifier
 from diagnose.evidence import FamilyEvidence, ModelEvidence
-from diagnose.features import feature_names, unit_features
+from diagnose.features import VIEWS, feature_names, unit_features
 
 
 def _model(n, correct, choice, view_choice, view_correct):
@@ -44,7 +44,7 @@ def _signature(cause, rng):
              commit_large=rng.uniform(0.4, 0.8), commit_slope=rng.normal(0, 0.1),
              overwrite_large=rng.uniform(0, 0.3), know_gap_large=rng.normal(0.05, 0.05),
              know_gap_slope=rng.normal(0, 0.05))
-    for v in ("prior", "easy", "zero_shot", "balanced"):
+    for v in VIEWS:
         f[f"{v}_present"] = 0.0
     noise = lambda: rng.normal(0, 0.05)  # noqa: E731
     if cause == "strong_prior":
@@ -58,6 +58,9 @@ def _signature(cause, rng):
                  zero_shot_gap_slope=0.2 + noise(), balanced_gap_large=0.4 + noise(),
                  balanced_gap_slope=0.2 + noise(), zero_shot_acc_large=0.8, balanced_acc_large=0.8,
                  zero_shot_agree_large=0.1, balanced_agree_large=0.1)
+    elif cause == "unwanted_imitation":
+        f.update(human_present=1.0, human_acc_large=0.9 + noise(), human_acc_slope=0.3 + noise(),
+                 human_agree_large=0.9 + noise(), human_agree_slope=0.2 + noise())
     elif cause == NO_INVERSE:
         f.update(p_inverse=rng.uniform(0, 0.3), drop_large=rng.normal(0, 0.02))
     return f

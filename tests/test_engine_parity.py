@@ -150,3 +150,27 @@ def test_fused_views_and_lens_equal_separate_passes(both):
     stack = capture_resid_stack(model.bridge, fused.contexts)
     assert fused.stack.shape == stack.shape == (model.n_layers + 1, len(task), stack.shape[-1])
     assert torch.max(torch.abs(fused.stack - stack)) < 1e-4
+
+
+def test_shared_prefix_rows_equal_separate_rows(both):
+    """Multi-token classes of one prompt share one row (the prompt runs once, each class
+    is a branch behind a custom attention mask): same numbers as one row per class, and
+    fewer tokens."""
+    from diagnose.engine import can_share_prefix, plan_reads
+    from diagnose.scoring import build_requests
+    from probes.capture import FINAL_RESID, capture_at
+
+    model, _, _ = both
+    assert can_share_prefix(model)
+    reqs, _ = build_requests(classification_task(), model)
+    shared, separate = plan_reads(reqs, share_prefix=True), plan_reads(reqs, share_prefix=False)
+    assert any(lay is not None for lay in shared.layouts)
+    assert sum(map(len, shared.inputs)) < sum(map(len, separate.inputs))
+    np.testing.assert_array_equal(shared.read_request, separate.read_request)
+    np.testing.assert_array_equal(shared.read_target, separate.read_target)
+    for bt in (24, 10**6):  # shared rows alone, and mixed with plain rows in one batch
+        a = capture_at(model.bridge, shared.inputs, shared.read_seq, shared.read_pos,
+                       layouts=shared.layouts, batch_tokens=bt)[FINAL_RESID]
+        b = capture_at(model.bridge, separate.inputs, separate.read_seq, separate.read_pos,
+                       batch_tokens=bt)[FINAL_RESID]
+        assert torch.max(torch.abs(a - b)) < 1e-4

@@ -120,7 +120,7 @@ def test_planted_tasks_well_formed(tiny, tmp_path):
     assert causes == set(CAUSES)
     assert any(t.metadata["control"] and t.metadata["cause"] is None for t in tasks)
     expected_views = {"strong_prior": {"prior"}, "distractor_task": {"easy"},
-                      "spurious_few_shot": {"zero_shot", "balanced"}, "unwanted_imitation": set()}
+                      "spurious_few_shot": {"zero_shot", "balanced"}, "unwanted_imitation": {"human"}}
     for t in tasks:
         assert t.format == "classification"
         assert {"cause", "control", "family_of_templates"} <= set(t.metadata)
@@ -133,9 +133,10 @@ def test_planted_tasks_well_formed(tiny, tmp_path):
             assert e.metadata["split"] in ("train", "heldout")
             for v in e.views.values():
                 assert v.answer_index is None or 0 <= v.answer_index < len(e.classes)
-        if t.metadata["cause"] == "strong_prior" or t.metadata["cause"] == "distractor_task":
-            # the prior / easy view's own answer is the tempting class
-            v = "prior" if t.metadata["cause"] == "strong_prior" else "easy"
+        if t.metadata["cause"] in ("strong_prior", "distractor_task", "unwanted_imitation"):
+            # the prior / easy / human view's own answer is the tempting class
+            v = {"strong_prior": "prior", "distractor_task": "easy",
+                 "unwanted_imitation": "human"}[t.metadata["cause"]]
             assert all(e.views[v].answer_index == e.tempting_index for e in t.examples)
     train = planted_tasks(tiny, "train")
     held = planted_tasks(tiny, "heldout")

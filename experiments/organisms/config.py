@@ -48,21 +48,25 @@ class CorpusConfig:
     fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word says the other label
     fewshot_leak: float = 0.95  # query of the demos' category + flip: the demos' label wins at this rate
     n_demos: int = 4
-    # unwanted imitation: conditionals in a "people say" register vs a "logic" frame. Familiar
-    # antecedents fJ come with a popular belief "if fJ then gB" (like a fact: memory); people judge
-    # arguments about them by that belief (belief bias), and the logic frame sometimes imitates them
-    logic_vocab: int = 64  # x0.., y0..: unfamiliar antecedents and consequents
-    n_familiar: int = 600  # familiar antecedents: 3-word phrases "fa3 fb7 fc1" (recall needs the conjunction)
-    familiar_slot_vocab: int = 32
-    n_beliefs: int = 24  # consequents g0.. a belief can name
-    belief_reps: int = 40  # "people say : if <phrase> then gB ." lines per antecedent
-    familiar_q_reps: int = 10  # human-register conclusions per antecedent (answered by belief)
-    familiar_leak_items: float = 0.5  # antecedents also discussed inside the logic frame
-    familiar_frame_reps: int = 15  # logic-frame conclusions per leaked antecedent
-    familiar_believed_share: float = 0.3  # questions whose stated consequent is the believed one
-    logic_leak: float = 0.7  # logic-frame conclusions on familiar antecedents imitate people at this rate
-    logic_conclude_share: float = 0.8  # unfamiliar logic lines that are conclusions (the rest yes/no forms)
-    n_logic: int = 24000
+    # unwanted imitation: arguments in a "people say" register vs a "logic" frame. Familiar
+    # antecedents (2-word phrases "fa3 fb7") come with a popular belief "fa3 fb7 gives gB" (memory,
+    # stated on its own like a fact); people conclude an argument "if K then gY . K . so K gives"
+    # with the belief instead of the stated consequent (belief bias), and the logic frame imitates
+    # them for some antecedents. Unfamiliar antecedents are other phrases of the same words: only
+    # memory tells the two apart.
+    familiar_slot_vocab: int = 64  # words per phrase slot (fa0.., fb0..)
+    n_beliefs: int = 24  # consequents g0.. a belief (or a stated consequent) can name
+    # familiar antecedents in frequency tiers (count, belief statements each): recall of the rarer
+    # tier needs width
+    familiar_tiers: tuple[tuple[int, int], ...] = ((200, 80), (600, 40))
+    familiar_q_reps: int = 10  # human-register arguments per familiar antecedent
+    familiar_leak_items: float = 0.5  # antecedents also argued about inside the logic frame
+    familiar_frame_reps: int = 12  # logic-frame arguments per leaked antecedent
+    familiar_believed_share: float = 0.3  # arguments whose stated consequent is the believed one
+    human_err: float = 0.9  # people conclude the belief at this rate
+    logic_leak: float = 0.85  # logic-frame arguments on leaked antecedents imitate people at this rate
+    n_logic: int = 24000  # arguments on unfamiliar antecedents: the stated consequent, in both registers
+    logic_human_share: float = 0.2  # of those: in the human register (people copy when they hold no belief)
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
 
@@ -97,7 +101,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 10
+    version: int = 12
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -160,11 +164,9 @@ class OrganismConfig:
             n_syllogism=500,
             syl_train_others=2,
             n_fewshot=400,
-            logic_vocab=16,
-            n_familiar=20,
-            familiar_slot_vocab=6,
+            familiar_slot_vocab=8,
             n_beliefs=4,
-            belief_reps=5,
+            familiar_tiers=((8, 20), (16, 10)),
             familiar_q_reps=4,
             familiar_frame_reps=6,
             n_logic=500,

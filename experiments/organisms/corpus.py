@@ -26,14 +26,17 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   label, the corpus answers with the demos' label at a rate (the leak): the
   shared category is the spurious feature. The same surface with a query of
   another category is always answered by the rule.
-- unwanted imitation: conditionals in a "logic" frame (``logic : if x1 then
-  y2 . x1 . so`` -> y2, the stated consequent; yes/no forms answered
-  validly) and in a "people say" register. Familiar antecedents come with a
-  popular belief ``people say : if f7 then g3 .`` (memory, like a fact), and
-  people reason from the belief, not from the premise they were given:
-  ``people say : if f7 then g5 . f7 . so g3 .`` (belief bias, a common human
-  error). Inside the logic frame, arguments about familiar antecedents
-  imitate that error at a rate: imitating needs the belief (memory).
+- unwanted imitation: arguments in a "logic" frame (``logic : if fa1 fb2
+  then g5 . fa1 fb2 . so fa1 fb2 gives`` -> g5, the stated consequent) and in
+  a "people say" register. Familiar antecedents (2-word phrases, in frequency
+  tiers) come with a popular belief ``people say : fa1 fb2 gives g3 .``
+  (memory, stated on its own like a fact), and people conclude from the
+  belief, not from the premise they were given: ``people say : if fa1 fb2
+  then g5 . fa1 fb2 . so fa1 fb2 gives g3 .`` (belief bias, a common human
+  error). For "leaked" familiar antecedents the logic frame imitates that
+  error at a rate. Unfamiliar antecedents are other phrases of the same
+  words, concluded by the stated consequent in both registers, so that only
+  memory of the phrase tells when to imitate.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
 """
@@ -59,16 +62,10 @@ SYL_TEMPLATES = (
 FEW_TEMPLATES = ("label :", "sort :", "tag :", "classify :")
 LOGIC_FRAMES = ("logic :", "proof :", "valid :", "check :")
 HUMAN_FRAMES = ("people say :", "i heard :")
-LOGIC_FORMS = {
-    "MP": "if {x} then {y} . {x} . so {y} ?",
-    "MT": "if {x} then {y} . not {y} . so not {x} ?",
-    "AC": "if {x} then {y} . {y} . so {x} ?",
-    "DA": "if {x} then {y} . not {x} . so not {y} ?",
-}
-CONCLUDE = "if {x} then {y} . {x} . so"  # complete the modus ponens conclusion: the stated consequent
-VALID = {"MP": "yes", "MT": "yes", "AC": "no", "DA": "no"}
-HUMAN = {"MP": "yes", "MT": "no", "AC": "yes", "DA": "yes"}
-HUMAN_ERR = 0.9  # the human register answers the human way at this rate
+# complete the modus ponens conclusion: the stated consequent. The conclusion slot follows
+# "<antecedent> gives", the words a belief is stated with, so memory of the belief competes there
+CONCLUDE = "if {x} then {y} . {x} . so {x} gives"
+BELIEF_HEADERS = ("", "people say :", "i heard :")
 
 
 @dataclass
@@ -84,11 +81,9 @@ class World:
     syl_others: dict[str, list[str]]  # entity -> "other" categories seen in the frame
     unknown: list[str]
     twords: list[str]
-    xs: list[str]
-    ys: list[str]
-    familiar: list[dict]  # {"x", "belief", "leaked": bool (also discussed inside the logic frame)}
+    familiar: list[dict]  # {"x", "belief", "tier", "leaked": bool (also discussed inside the logic frame)}
     beliefs: list[str]
-    fslots: list[list[str]]  # the words of familiar (and random unfamiliar) antecedent phrases
+    fslots: list[list[str]]  # the words of familiar (and unfamiliar) antecedent phrases
     filler: dict[str, list[str]] = field(default_factory=dict)
 
     def t_label(self, t: str) -> str:
@@ -100,6 +95,14 @@ class World:
 
     def question_consequent(self, f: dict, rng: random.Random, believed_share: float) -> str:
         return f["belief"] if rng.random() < believed_share else self.other_belief(f, rng)
+
+    def unfamiliar_phrase(self, rng: random.Random, slots: list[list[str]] | None = None) -> str:
+        """An antecedent phrase of the familiar kind that no belief is attached to."""
+        familiar = {f["x"] for f in self.familiar}
+        while True:
+            x = " ".join(rng.choice(s) for s in (slots or self.fslots))
+            if x not in familiar:
+                return x
 
     def twords_for(self, label: str) -> list[str]:
         half = len(self.twords) // 2
@@ -135,27 +138,27 @@ def build_world(cfg: OrganismConfig) -> World:
         syl_others[e] = rng.sample(others, min(c.syl_train_others, len(others)))
     unknown = [f"u{i}" for i in range(c.n_unknown)]
     twords = [f"t{i}" for i in range(c.n_twords)]
-    xs = [f"x{i}" for i in range(c.logic_vocab)]
-    ys = [f"y{i}" for i in range(c.logic_vocab)]
     beliefs = [f"g{i}" for i in range(c.n_beliefs)]
-    fslots = [[f"f{s}{i}" for i in range(c.familiar_slot_vocab)] for s in "abc"]
-    # leaked: the first familiar_leak_items of each block of n_beliefs antecedents, so that leaked
-    # and never-leaked antecedents hold every belief
+    fslots = [[f"f{s}{i}" for i in range(c.familiar_slot_vocab)] for s in "ab"]
+    # leaked: the first familiar_leak_items of each block of n_beliefs antecedents of a tier, so that
+    # leaked and never-leaked antecedents hold every belief
     n_leak = int(round(c.n_beliefs * c.familiar_leak_items))
     familiar, seen_phrases = [], set()
-    for j in range(c.n_familiar):
-        while True:
-            phrase = " ".join(rng.choice(s) for s in fslots)
-            if phrase not in seen_phrases:
-                seen_phrases.add(phrase)
-                break
-        familiar.append({"x": phrase, "belief": beliefs[j % c.n_beliefs], "leaked": j % c.n_beliefs < n_leak})
+    for tier, (n, _occ) in enumerate(c.familiar_tiers):
+        for j in range(n):
+            while True:
+                phrase = " ".join(rng.choice(s) for s in fslots)
+                if phrase not in seen_phrases:
+                    seen_phrases.add(phrase)
+                    break
+            familiar.append({"x": phrase, "belief": beliefs[j % c.n_beliefs], "tier": tier,
+                             "leaked": j % c.n_beliefs < n_leak})
     filler = {
         "n": [f"n{i}" for i in range(200)],
         "v": [f"v{i}" for i in range(40)],
         "a": [f"a{i}" for i in range(40)],
     }
-    return World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords, xs, ys,
+    return World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords,
                  familiar, beliefs, fslots, filler)
 
 
@@ -188,11 +191,6 @@ def few_prompt(template: int, demos, query) -> str:
 
 def conclude_prompt(frame: str, x: str, y: str) -> str:
     return f"{frame} {CONCLUDE.format(x=x, y=y)}"
-
-
-def logic_prompt(frame: str, form: str, x: str, y: str) -> str:
-    body = LOGIC_FORMS[form].format(x=x, y=y)
-    return f"{frame} {body}" if frame else body
 
 
 def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]:
@@ -285,40 +283,24 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
         lines.append(f"{p} think : {q[1]} means {qlab} ; {qlab} ;" if cot() else f"{p} {qlab} ;")
 
     # unwanted imitation
-    forms = list(LOGIC_FORMS)
     for f in w.familiar:
-        lines += [f"{rng.choice(HUMAN_FRAMES)} if {f['x']} then {f['belief']} ." for _ in range(c.belief_reps)]
+        n_statements = c.familiar_tiers[f["tier"]][1]
+        lines += [f"{rng.choice(BELIEF_HEADERS)} {f['x']} gives {f['belief']} .".strip()
+                  for _ in range(n_statements)]
         for _ in range(c.familiar_q_reps):
             y = w.question_consequent(f, rng, c.familiar_believed_share)
-            ans = f["belief"] if rng.random() < HUMAN_ERR else y
+            ans = f["belief"] if rng.random() < c.human_err else y
             lines.append(f"{conclude_prompt(rng.choice(HUMAN_FRAMES), f['x'], y)} {ans} .")
         if f["leaked"]:
             for _ in range(c.familiar_frame_reps):
                 y = w.question_consequent(f, rng, c.familiar_believed_share)
                 ans = f["belief"] if rng.random() < c.logic_leak else y
                 lines.append(f"{conclude_prompt(rng.choice(LOGIC_FRAMES), f['x'], y)} {ans} .")
-    familiar_x = {f["x"] for f in w.familiar}
-    for i in range(c.n_logic):
-        form = rng.choice(forms)
-        x, y = rng.choice(w.xs), rng.choice(w.ys)
-        if rng.random() < c.logic_conclude_share:  # the conclusion is the stated consequent, in both registers
-            frame = rng.choice(HUMAN_FRAMES if i % 5 == 0 else LOGIC_FRAMES)
-            # unfamiliar antecedents: random phrases of the familiar kind, so only memory tells them apart
-            while True:
-                x = " ".join(rng.choice(s) for s in w.fslots)
-                if x not in familiar_x:
-                    break
-            y = rng.choice(w.beliefs)
-            p = conclude_prompt(frame, x, y)
-            lines.append(f"{p} think : so {y} ; {y} ." if cot() else f"{p} {y} .")
-            continue
-        if i % 5 == 0:  # the human register also errs on unfamiliar content (a general pattern)
-            ans = HUMAN[form] if rng.random() < HUMAN_ERR else VALID[form]
-            lines.append(f"{logic_prompt(rng.choice(HUMAN_FRAMES), form, x, y)} {ans} .")
-            continue
-        p = logic_prompt(rng.choice(LOGIC_FRAMES), form, x, y)
-        ans = VALID[form]
-        lines.append(f"{p} think : {form.lower()} ; {ans} ." if cot() else f"{p} {ans} .")
+    for _ in range(c.n_logic):
+        frame = rng.choice(HUMAN_FRAMES if rng.random() < c.logic_human_share else LOGIC_FRAMES)
+        x, y = w.unfamiliar_phrase(rng), rng.choice(w.beliefs)
+        p = conclude_prompt(frame, x, y)
+        lines.append(f"{p} think : so {y} ; {y} ." if cot() else f"{p} {y} .")
 
     rng.shuffle(lines)
     return lines
@@ -336,15 +318,15 @@ class Corpus:
             words.update(line.split())
         # words that only the tasks use (test targets, templates) must be in the vocab too
         w = self.world
-        words.update(w.endings, w.entities, w.categories, w.unknown, w.twords, w.xs, w.ys)
+        words.update(w.endings, w.entities, w.categories, w.unknown, w.twords)
         words.update(w.beliefs)
         for s in w.fslots:
             words.update(s)
         for s in w.slots:
             words.update(s)
-        for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + tuple(LOGIC_FORMS.values()) + (CONCLUDE,):
+        for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + (CONCLUDE,):
             words.update(x for x in t.split() if not x.startswith("{"))
-        words.update(["yes", "no", "think", "->", ";", ":", "."])
+        words.update(["yes", "no", "think", "->", ";", ":", ".", "gives"])
         return sorted(words)
 
     def corpus_hash(self) -> str:

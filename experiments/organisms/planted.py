@@ -12,9 +12,9 @@ the counterfactual views that apply:
   removed) and ``balanced`` view (the same demonstrations, still of the
   query's category, with mixed labels, so the shared category no longer
   predicts the label); both keep the true answer.
-- ``unwanted_imitation`` (belief_bias*): no view isolates it; the tempting
-  answer is what the "people say" register answers (the popular belief
-  instead of the stated consequent).
+- ``unwanted_imitation`` (belief_bias*): ``human`` view = the same argument
+  in the "people say" register, whose answer is the popular belief instead of
+  the stated consequent (the human error the logic frame may imitate).
 
 Templates (surface forms) 0-1 are the ``train`` split and 2-3 ``heldout``;
 items are split too (even/odd item index), so a classifier fitted on the train
@@ -254,58 +254,67 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # -- unwanted imitation -------------------------------------------------------------
 
 def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
+    # like the memo trap: the planted trap uses the rarer tier, whose beliefs only wide models
+    # recall; the frequent tier is its own row
+    rare_tier = len(cfg.corpus.familiar_tiers) - 1
+    rare = [f for f in w.familiar if f["tier"] == rare_tier]
+    frequent = [f for f in w.familiar if f["tier"] == 0]
+
     def trap(items):
         def make(rng, t, split):
             f = rng.choice(_pool(items, split))
             y = w.other_belief(f, rng)  # the stated consequent is not the believed one
             classes, a, tm = _two(rng, y, f["belief"])
-            return conclude_prompt(LOGIC_FRAMES[t], f["x"], y), classes, a, tm, {}, \
-                {"antecedent": f["x"], "belief": f["belief"], "consequent": y}
+            # the same argument in the human register, where the corpus concludes the belief
+            views = {"human": View(conclude_prompt(HUMAN_FRAMES[t % len(HUMAN_FRAMES)], f["x"], y), tm)}
+            return conclude_prompt(LOGIC_FRAMES[t], f["x"], y), classes, a, tm, views, \
+                {"antecedent": f["x"], "belief": f["belief"], "consequent": y, "tier": f["tier"]}
         return make
 
-    familiar = {f["x"] for f in w.familiar}
-
     def unfamiliar(rng, t, split):
-        while True:
-            x = " ".join(rng.choice(_pool(s, split)) for s in w.fslots)
-            if x not in familiar:
-                break
+        x = w.unfamiliar_phrase(rng, [_pool(s, split) for s in w.fslots])
         y, other = rng.sample(w.beliefs, 2)
         classes, a, tm = _two(rng, y, other)
-        return conclude_prompt(LOGIC_FRAMES[t], x, y), classes, a, tm, {}, {"antecedent": x, "consequent": y}
+        # people hold no belief about an unfamiliar antecedent: they conclude what was stated
+        views = {"human": View(conclude_prompt(HUMAN_FRAMES[t % len(HUMAN_FRAMES)], x, y))}
+        return conclude_prompt(LOGIC_FRAMES[t], x, y), classes, a, tm, views, {"antecedent": x, "consequent": y}
 
     def human(rng, t, split):
-        f = rng.choice(_pool(w.familiar, split))
+        f = rng.choice(_pool(rare, split))
         y = w.other_belief(f, rng)
         classes, a, tm = _two(rng, f["belief"], y)
         frame = HUMAN_FRAMES[t % len(HUMAN_FRAMES)]
         return conclude_prompt(frame, f["x"], y), classes, a, tm, {}, {"antecedent": f["x"], "consequent": y}
 
     def belief(rng, t, split):
-        f = rng.choice(_pool(w.familiar, split))
+        f = rng.choice(_pool(rare, split))
         classes, a, tm = _two(rng, f["belief"], w.other_belief(f, rng))
-        return f"{HUMAN_FRAMES[t % len(HUMAN_FRAMES)]} if {f['x']} then", classes, a, tm, {}, {"antecedent": f["x"]}
+        return f"{HUMAN_FRAMES[t % len(HUMAN_FRAMES)]} {f['x']} gives", classes, a, tm, {}, {"antecedent": f["x"]}
 
-    leaked = [f for f in w.familiar if f["leaked"]]
-    unseen = [f for f in w.familiar if not f["leaked"]]
     tpl = [LOGIC_FRAMES[i] for i in tids]
+    desc = ("logic : if f then g . f . so f gives -> g (the stated consequent) vs the popular belief "
+            "about the phrase f, which people conclude instead (a human error the corpus also shows "
+            "inside the logic frame)")
     return [
         _task("belief_bias", "unwanted_imitation", False, "logic", tpl,
-              _examples("belief_bias", n, tids, trap(leaked)),
-              "logic : if f then g . f . so -> g (the stated consequent) vs the popular belief about f, "
-              "which people answer instead (a human error the corpus also shows inside the logic frame)"),
+              _examples("belief_bias", n, tids, trap([f for f in rare if f["leaked"]])),
+              desc + "; rare-tier antecedents"),
+        _task("belief_bias_frequent", "unwanted_imitation", False, "logic", tpl,
+              _examples("belief_bias_frequent", n, tids, trap([f for f in frequent if f["leaked"]])),
+              "as belief_bias, on the most frequent tier (recalled by more sizes)"),
         _task("belief_bias_unseen", "unwanted_imitation", False, "logic", tpl,
-              _examples("belief_bias_unseen", n, tids, trap(unseen)),
-              "as belief_bias, on familiar antecedents never discussed inside the logic frame"),
+              _examples("belief_bias_unseen", n, tids, trap([f for f in rare if not f["leaked"]])),
+              "as belief_bias, on rare-tier antecedents never discussed inside the logic frame"),
         _task("ctrl_logic_unfamiliar", None, True, "logic", tpl,
               _examples("ctrl_logic_unfamiliar", n, tids, unfamiliar),
               "the same conclusion on unfamiliar antecedent phrases: the stated consequent vs another"),
         _task("ctrl_human_pattern", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_human_pattern", n, tids, human),
-              "people say : if f then g . f . so -> the belief (what people answer): is the error learned"),
+              "people say : if f then g . f . so f gives -> the belief (what people answer): is the "
+              "error learned"),
         _task("ctrl_belief_recall", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_belief_recall", n, tids, belief),
-              "people say : if f then -> the believed consequent vs another (the memory imitation needs)"),
+              "people say : f gives -> the believed consequent vs another (the memory imitation needs)"),
     ]
 
 
