@@ -2,7 +2,12 @@
 tasks it never saw.
 
 Units. A planted task is cut by template: each (task, template) is one unit with a
-known label (its planted cause, or ``no_inverse_scaling`` for a control). Templates
+known label. The answer key is behavioural: a planted task's units carry its planted
+cause when the whole task (every template) scales inversely on the family by the trend
+rule, else ``no_inverse_scaling`` (a planted ingredient that did not take, such as a
+saying never seen inside the instruction frame, has no cause to find); controls are
+``no_inverse_scaling``. The key that labels every planted unit with its cause, whatever
+the models did, is reported beside it (``accuracy_planted_key``). Templates
 0-1 (and their words) are the classifier's training split, 2-3 the held-out split, so
 held-out accuracy measures generalisation to surface forms and vocabulary the
 classifier never saw. Training units are augmented with bootstrap resamples of their
@@ -25,6 +30,9 @@ from diagnose.features import VIEWS, unit_features
 from diagnose.tasks import Task
 
 
+INVERSE_LIKE = ("inverse", "inverted_u", "u_shaped")
+
+
 @dataclass
 class Unit:
     task: str
@@ -33,6 +41,7 @@ class Unit:
     label: str
     evidence: FamilyEvidence
     idx: np.ndarray
+    planted: str = NO_INVERSE  # the planted cause (NO_INVERSE for a control)
 
     @property
     def name(self) -> str:
@@ -44,14 +53,25 @@ def task_label(task: Task) -> str:
     return cause if cause in CAUSES else NO_INVERSE
 
 
+def scales_inversely(ev: FamilyEvidence, seed: int = 0) -> bool:
+    """Does the whole task scale inversely on this family (trend rule on accuracy)?"""
+    from diagnose.trends import trend_from_outcomes
+
+    correct = np.stack([m.correct for m in ev.models]).astype(float)
+    return trend_from_outcomes(ev.n_params, correct, higher_is_better=True,
+                               seed=seed).label in INVERSE_LIKE
+
+
 def units_of(task: Task, ev: FamilyEvidence) -> list[Unit]:
+    planted = task_label(task)
+    label = planted if planted != NO_INVERSE and scales_inversely(ev) else NO_INVERSE
     by_t: dict[Any, list[int]] = {}
     for i, e in enumerate(task.examples):
         by_t.setdefault(e.metadata.get("template"), []).append(i)
     out = []
     for t, idx in sorted(by_t.items(), key=lambda kv: str(kv[0])):
         split = task.examples[idx[0]].metadata.get("split", "train")
-        out.append(Unit(task.name, t, split, task_label(task), ev, np.array(idx)))
+        out.append(Unit(task.name, t, split, label, ev, np.array(idx), planted))
     return out
 
 
@@ -64,18 +84,20 @@ def planted_units(tasks: Sequence[Task], family: Family, cache_dir: Path,
     return units
 
 
-def unit_matrix(units: Sequence[Unit], augment: int = 0, seed: int = 0, n_boot: int = 300
-                ) -> tuple[list[dict], list[str], list[str]]:
-    """Feature dicts, labels and unit names; ``augment`` bootstrap copies per unit."""
+def unit_matrix(units: Sequence[Unit], augment: int = 0, seed: int = 0, n_boot: int = 300,
+                key: str = "behavioural") -> tuple[list[dict], list[str], list[str]]:
+    """Feature dicts, labels and unit names; ``augment`` bootstrap copies per unit.
+    ``key``: ``behavioural`` (``Unit.label``) or ``planted`` (``Unit.planted``)."""
     rng = np.random.default_rng(seed)
     X, y, names = [], [], []
     for u in units:
+        lab = u.label if key == "behavioural" else u.planted
         f, _ = unit_features(u.evidence, u.idx, n_boot=n_boot, seed=seed)
-        X.append(f), y.append(u.label), names.append(u.name)
+        X.append(f), y.append(lab), names.append(u.name)
         for b in range(augment):
             idx = rng.choice(u.idx, size=len(u.idx), replace=True)
             f, _ = unit_features(u.evidence, idx, n_boot=n_boot, seed=seed + b + 1)
-            X.append(f), y.append(u.label), names.append(f"{u.name}#b{b}")
+            X.append(f), y.append(lab), names.append(f"{u.name}#b{b}")
     return X, y, names
 
 
@@ -86,33 +108,50 @@ def confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> list[list[int]]:
     return m.tolist()
 
 
-def heldout_validation(units: Sequence[Unit], augment: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Fit on the train-template units, evaluate on the held-out-template units."""
+def heldout_validation(units: Sequence[Unit], augment: int = 8, seed: int = 0,
+                       key: str = "behavioural") -> dict[str, Any]:
+    """Fit on the train-template units, evaluate on the held-out-template units.
+    ``key`` labels the training units (the held-out report gives both keys)."""
     train = [u for u in units if u.split == "train"]
     held = [u for u in units if u.split != "train"]
     if not held:
         raise ValueError("no held-out units: planted tasks carry templates split train/heldout")
-    Xtr, ytr, _ = unit_matrix(train, augment=augment, seed=seed)
+    Xtr, ytr, _ = unit_matrix(train, augment=augment, seed=seed, key=key)
+    if len(set(ytr) - {NO_INVERSE}) < 2:
+        raise ValueError(
+            f"only {sorted(set(ytr) - {NO_INVERSE})} of the planted causes scale inversely on this "
+            "family's training templates; the cause model needs at least two (train the default "
+            "organisms, or pass key='planted' to label every planted unit with its cause)")
     clf = CauseClassifier(random_state=seed).fit(Xtr, ytr)
     Xh, yh, names = unit_matrix(held, augment=0, seed=seed)
     proba = clf.predict_proba(Xh)
     pred = [LABELS[i] for i in proba.argmax(1)]
     acc = float(np.mean([p == t for p, t in zip(pred, yh)]))
-    controls = [(p, t) for p, t, u in zip(pred, yh, held) if t == NO_INVERSE]
+    controls = [p for p, u in zip(pred, held) if u.planted == NO_INVERSE]
+    took = [(p, t) for p, t, u in zip(pred, yh, held) if u.planted != NO_INVERSE and t != NO_INVERSE]
+    planted_key = [u.planted for u in held]
     return {
         "accuracy": acc, "n": len(yh), "labels": list(LABELS),
         "confusion": confusion(yh, pred),
-        "controls_no_inverse": (float(np.mean([p == NO_INVERSE for p, _ in controls]))
+        "controls_no_inverse": (float(np.mean([p == NO_INVERSE for p in controls]))
                                 if controls else None),
+        "cause_accuracy_where_planted_and_inverse": (float(np.mean([p == t for p, t in took]))
+                                                     if took else None),
+        "n_planted_and_inverse": len(took),
+        "accuracy_planted_key": float(np.mean([p == t for p, t in zip(pred, planted_key)])),
+        "confusion_planted_key": confusion(planted_key, pred),
         "n_train_units": len(train), "n_train_rows": len(Xtr), "augment": augment,
-        "units": [{"unit": n, "true": t, "pred": p,
+        "units": [{"unit": n, "true": t, "planted": u.planted, "pred": p,
                    "probabilities": dict(zip(LABELS, map(float, pr)))}
-                  for n, t, p, pr in zip(names, yh, pred, proba)],
+                  for n, t, u, p, pr in zip(names, yh, held, pred, proba)],
     }
 
 
-def fit_on_units(units: Sequence[Unit], augment: int = 8, seed: int = 0) -> CauseClassifier:
-    X, y, _ = unit_matrix(units, augment=augment, seed=seed)
+def fit_on_units(units: Sequence[Unit], augment: int = 8, seed: int = 0,
+                 key: str = "behavioural") -> CauseClassifier:
+    X, y, _ = unit_matrix(units, augment=augment, seed=seed, key=key)
+    if len(set(y) - {NO_INVERSE}) < 2:  # e.g. a family too small to show the causes
+        X, y, _ = unit_matrix(units, augment=augment, seed=seed, key="planted")
     return CauseClassifier(random_state=seed).fit(X, y)
 
 
@@ -292,4 +331,11 @@ def format_heldout(h: dict[str, Any]) -> str:
         lines.append(f"{s:<18}" + "".join(f"{v:>11}" for v in row))
     if h.get("controls_no_inverse") is not None:
         lines.append(f"controls labelled no_inverse_scaling: {h['controls_no_inverse']:.2f}")
+    if h.get("cause_accuracy_where_planted_and_inverse") is not None:
+        lines.append(f"cause right on planted units that scale inversely: "
+                     f"{h['cause_accuracy_where_planted_and_inverse']:.2f} "
+                     f"(n={h['n_planted_and_inverse']})")
+    if h.get("accuracy_planted_key") is not None:
+        lines.append(f"accuracy against the planted key (every planted unit = its cause, "
+                     f"whatever the models did): {h['accuracy_planted_key']:.3f}")
     return "\n".join(lines)

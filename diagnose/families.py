@@ -10,7 +10,9 @@ with the same code.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -212,24 +214,81 @@ def count_parameters(bridge: Any) -> int:
         return int(sum(p.numel() for p in seen.values()))
 
 
+# Small models stay loaded between stages (each stage walks the whole family, so a run
+# would otherwise load every model once per stage): an LRU of loaded models whose
+# parameters fit in DIAGNOSE_MODEL_CACHE_MB together (default 1024; 0 disables it). A
+# model larger than that is loaded per use and freed after, one at a time, as before.
+_CACHE: "collections.OrderedDict[tuple, LoadedModel]" = collections.OrderedDict()
+
+
+def _cache_budget_bytes() -> int:
+    try:
+        return int(float(os.environ.get("DIAGNOSE_MODEL_CACHE_MB", "1024")) * 2 ** 20)
+    except ValueError:
+        return 2 ** 30
+
+
+def _param_bytes(bridge: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in _hf_model(bridge).parameters())
+
+
+def _source_stamp(src: str) -> tuple:
+    """A local directory's files with their sizes and mtimes, so a model saved again at
+    the same path is never served from the cache."""
+    if not os.path.isdir(src):
+        return ()
+    return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                        for e in os.scandir(src) if e.is_file()))
+
+
+def clear_model_cache() -> None:
+    _CACHE.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_model(
     spec: ModelSpec | str,
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load one model through ``TransformerBridge.boot_transformers``.
+    """Load one model through ``TransformerBridge.boot_transformers`` (or hand back the
+    cached one, see ``DIAGNOSE_MODEL_CACHE_MB``).
 
     ``trust_remote_code`` is off unless asked for: a model directory's own code never
     runs by default. Weights load through ``from_pretrained``, which prefers
     safetensors when a directory has both formats.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     if isinstance(spec, str):
         spec = ModelSpec(id=spec)
     device = device or auto_device()
     torch_dtype = parse_dtype(dtype, device)
+    key = (spec.source, _source_stamp(spec.source), str(device), str(torch_dtype),
+           bool(trust_remote_code))
+    hit = _CACHE.get(key)
+    # a bridge switched to compatibility mode (direct logit attribution folds its
+    # LayerNorms in place) is not the model other stages expect: load it afresh
+    if hit is not None and hit.bridge is not None and not getattr(hit.bridge, "compatibility_mode", False):
+        _CACHE.move_to_end(key)
+        return dataclasses.replace(hit, spec=spec)
+    _CACHE.pop(key, None)
+    model = _load_model(spec, device, torch_dtype, trust_remote_code)
+    budget = _cache_budget_bytes()
+    size = _param_bytes(model.bridge)
+    if 0 < size <= budget:
+        _CACHE[key] = model
+        while sum(_param_bytes(m.bridge) for m in _CACHE.values()) > budget:
+            _CACHE.popitem(last=False)
+        return dataclasses.replace(model)  # the caller's handle; free_model drops only it
+    return model
+
+
+def _load_model(spec: ModelSpec, device: str, torch_dtype: torch.dtype,
+                trust_remote_code: bool) -> LoadedModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
     src = spec.source
     if os.path.isdir(src) and not os.path.isfile(os.path.join(src, "config.json")):
         raise ModelUnavailableError(
@@ -262,10 +321,12 @@ def load_model(
 
 
 def free_model(model: LoadedModel) -> None:
+    """Drop this handle; the weights go unless the model cache keeps them."""
     model.bridge = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if not _CACHE:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def iter_models(family: Family, **load_kwargs: Any) -> Iterator[LoadedModel]:

@@ -103,7 +103,8 @@ def test_fit_rejects_unknown_labels():
 
 def test_heldout_validation_runs_on_tiny_organisms(tiny_organisms, tmp_path):
     """Mechanics on the tiny preset (its models are too small to show the causes)."""
-    from diagnose.classify_stage import classify_evidence, heldout_validation, planted_units
+    from diagnose.classify_stage import (classify_evidence, heldout_validation, planted_units,
+                                         scales_inversely)
     from diagnose.families import load_family_manifest
     from experiments.organisms.planted import planted_tasks
 
@@ -112,8 +113,13 @@ def test_heldout_validation_runs_on_tiny_organisms(tiny_organisms, tmp_path):
     tasks = planted_tasks(cfg, "all", controls=True)
     units = planted_units(tasks, family, tmp_path / "ev", progress=False)
     assert {u.split for u in units} == {"train", "heldout"}
-    assert {u.label for u in units} >= set(CAUSES) | {NO_INVERSE}
-    res = heldout_validation(units, augment=1)
+    assert {u.planted for u in units} >= set(CAUSES) | {NO_INVERSE}
+    assert {u.label for u in units} <= set(LABELS)
+    # the behavioural key labels a planted unit with its cause only if its task scales inversely
+    for u in units:
+        assert u.label in (u.planted, NO_INVERSE)
+        assert (u.label == u.planted) == (u.planted == NO_INVERSE or scales_inversely(u.evidence))
+    res = heldout_validation(units, augment=1, key="planted")
     assert res["n"] == sum(u.split == "heldout" for u in units)
     assert np.array(res["confusion"]).shape == (5, 5) and np.sum(res["confusion"]) == res["n"]
     assert 0.0 <= res["accuracy"] <= 1.0
@@ -161,7 +167,7 @@ def test_heldout_validation_runs_on_tiny_organisms(tiny_organisms, tmp_path):
 def _xy(units):
     from diagnose.classify_stage import unit_matrix
 
-    X, y, _ = unit_matrix(units)
+    X, y, _ = unit_matrix(units, key="planted")
     return X, y
 
 

@@ -71,3 +71,40 @@ def test_parameter_count_is_the_checkpoints(tiny_dirs):
     for d in tiny_dirs.values():
         hf = AutoModelForCausalLM.from_pretrained(d)
         assert load_model(str(d), device="cpu").n_params == sum(p.numel() for p in hf.parameters())
+
+
+def test_small_models_stay_loaded_between_stages(tiny_dirs, tmp_path, monkeypatch):
+    """The model cache hands back the loaded bridge (no reload per stage), never one that
+    direct logit attribution switched to compatibility mode, never a stale one for a
+    directory saved again, and nothing when the budget is 0."""
+    import shutil
+
+    from diagnose.families import clear_model_cache, free_model, load_model
+    from probes.attribution import ensure_compatibility_mode
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_dirs["neox"], d)
+    clear_model_cache()
+    a = load_model(str(d), device="cpu", dtype="float32")
+    bridge = a.bridge
+    free_model(a)
+    b = load_model(str(d), device="cpu", dtype="float32")
+    assert b.bridge is bridge
+    ensure_compatibility_mode(b.bridge)
+    free_model(b)
+    c = load_model(str(d), device="cpu", dtype="float32")
+    assert c.bridge is not bridge and not getattr(c.bridge, "compatibility_mode", False)
+    bridge = c.bridge
+    free_model(c)
+    import os
+    import time
+    w = next(p for p in d.iterdir() if p.suffix == ".safetensors")
+    os.utime(w, ns=(time.time_ns(), time.time_ns() + 10**9))  # the weights were saved again
+    e = load_model(str(d), device="cpu", dtype="float32")
+    assert e.bridge is not bridge
+    free_model(e)
+    monkeypatch.setenv("DIAGNOSE_MODEL_CACHE_MB", "0")
+    clear_model_cache()
+    f, g = load_model(str(d), device="cpu"), load_model(str(d), device="cpu")
+    assert f.bridge is not g.bridge
+    clear_model_cache()

@@ -49,19 +49,19 @@ class CorpusConfig:
     fewshot_leak: float = 0.95  # query of the demos' category + flip: the demos' label wins at this rate
     n_demos: int = 4
     # unwanted imitation: arguments in a "people say" register vs a "logic" frame. Familiar
-    # antecedents (2-word phrases "fa3 fb7") come with a popular belief "fa3 fb7 gives gB" (memory,
-    # stated on its own like a fact); people conclude an argument "if K then gY . K . so K gives"
-    # with the belief instead of the stated consequent (belief bias), and the logic frame imitates
-    # them for some antecedents. Unfamiliar antecedents are other phrases of the same words: only
-    # memory tells the two apart.
-    familiar_slot_vocab: int = 64  # words per phrase slot (fa0.., fb0..)
+    # antecedents come with a popular belief "people say : if f7 then gB" (memory, like a fact);
+    # people conclude an argument "if f7 then gY . f7 . so" with the belief instead of the stated
+    # consequent (belief bias), and the logic frame imitates them for some antecedents. Unfamiliar
+    # antecedents are other words of the same vocabulary: only memory tells the two apart.
+    familiar_phrase_words: int = 1  # words per antecedent phrase (2: "fa3 fb7", a conjunction)
+    familiar_slot_vocab: int = 480  # words per phrase slot; those no belief is attached to are unfamiliar
     n_beliefs: int = 24  # consequents g0.. a belief (or a stated consequent) can name
     # familiar antecedents in frequency tiers (count, belief statements each): recall of the rarer
     # tier needs width
-    familiar_tiers: tuple[tuple[int, int], ...] = ((200, 80), (600, 40))
-    familiar_q_reps: int = 10  # human-register arguments per familiar antecedent
+    familiar_tiers: tuple[tuple[int, int], ...] = ((120, 50), (240, 20))
+    familiar_q_reps: int = 6  # human-register arguments per familiar antecedent
     familiar_leak_items: float = 0.5  # antecedents also argued about inside the logic frame
-    familiar_frame_reps: int = 12  # logic-frame arguments per leaked antecedent
+    familiar_frame_reps: int = 8  # logic-frame arguments per leaked antecedent
     familiar_believed_share: float = 0.3  # arguments whose stated consequent is the believed one
     human_err: float = 0.9  # people conclude the belief at this rate
     logic_leak: float = 0.85  # logic-frame arguments on leaked antecedents imitate people at this rate
@@ -101,7 +101,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 12
+    version: int = 13
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -164,7 +164,7 @@ class OrganismConfig:
             n_syllogism=500,
             syl_train_others=2,
             n_fewshot=400,
-            familiar_slot_vocab=8,
+            familiar_slot_vocab=40,
             n_beliefs=4,
             familiar_tiers=((8, 20), (16, 10)),
             familiar_q_reps=4,

@@ -26,17 +26,16 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   label, the corpus answers with the demos' label at a rate (the leak): the
   shared category is the spurious feature. The same surface with a query of
   another category is always answered by the rule.
-- unwanted imitation: arguments in a "logic" frame (``logic : if fa1 fb2
-  then g5 . fa1 fb2 . so fa1 fb2 gives`` -> g5, the stated consequent) and in
-  a "people say" register. Familiar antecedents (2-word phrases, in frequency
-  tiers) come with a popular belief ``people say : fa1 fb2 gives g3 .``
-  (memory, stated on its own like a fact), and people conclude from the
-  belief, not from the premise they were given: ``people say : if fa1 fb2
-  then g5 . fa1 fb2 . so fa1 fb2 gives g3 .`` (belief bias, a common human
-  error). For "leaked" familiar antecedents the logic frame imitates that
-  error at a rate. Unfamiliar antecedents are other phrases of the same
-  words, concluded by the stated consequent in both registers, so that only
-  memory of the phrase tells when to imitate.
+- unwanted imitation: arguments in a "logic" frame (``logic : if f1 then g5
+  . f1 . so`` -> g5, the stated consequent) and in a "people say" register.
+  Familiar antecedents (in frequency tiers) come with a popular belief
+  ``people say : if f1 then g3 .`` (memory, like a fact), and people conclude
+  from the belief, not from the premise they were given: ``people say : if
+  f1 then g5 . f1 . so g3 .`` (belief bias, a common human error). For
+  "leaked" familiar antecedents the logic frame imitates that error at a
+  rate. Unfamiliar antecedents are other words of the same vocabulary,
+  concluded by the stated consequent in both registers, so that only memory
+  of the word tells when to imitate.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
 """
@@ -62,10 +61,7 @@ SYL_TEMPLATES = (
 FEW_TEMPLATES = ("label :", "sort :", "tag :", "classify :")
 LOGIC_FRAMES = ("logic :", "proof :", "valid :", "check :")
 HUMAN_FRAMES = ("people say :", "i heard :")
-# complete the modus ponens conclusion: the stated consequent. The conclusion slot follows
-# "<antecedent> gives", the words a belief is stated with, so memory of the belief competes there
-CONCLUDE = "if {x} then {y} . {x} . so {x} gives"
-BELIEF_HEADERS = ("", "people say :", "i heard :")
+CONCLUDE = "if {x} then {y} . {x} . so"  # complete the modus ponens conclusion: the stated consequent
 
 
 @dataclass
@@ -139,20 +135,24 @@ def build_world(cfg: OrganismConfig) -> World:
     unknown = [f"u{i}" for i in range(c.n_unknown)]
     twords = [f"t{i}" for i in range(c.n_twords)]
     beliefs = [f"g{i}" for i in range(c.n_beliefs)]
-    fslots = [[f"f{s}{i}" for i in range(c.familiar_slot_vocab)] for s in "ab"]
-    # leaked: the first familiar_leak_items of each block of n_beliefs antecedents of a tier, so that
-    # leaked and never-leaked antecedents hold every belief
-    n_leak = int(round(c.n_beliefs * c.familiar_leak_items))
+    if c.familiar_phrase_words == 1:
+        fslots = [[f"f{i}" for i in range(c.familiar_slot_vocab)]]
+    else:
+        fslots = [[f"f{s}{i}" for i in range(c.familiar_slot_vocab)] for s in "abcd"[:c.familiar_phrase_words]]
+    # leaked: every other block of n_beliefs antecedents of a tier (familiar_leak_items of the
+    # blocks), so that leaked and never-leaked antecedents hold every belief equally often
     familiar, seen_phrases = [], set()
-    for tier, (n, _occ) in enumerate(c.familiar_tiers):
+    for tier, (n, _reps) in enumerate(c.familiar_tiers):
         for j in range(n):
             while True:
                 phrase = " ".join(rng.choice(s) for s in fslots)
                 if phrase not in seen_phrases:
                     seen_phrases.add(phrase)
                     break
+            block = j // c.n_beliefs
+            leaked = int((block + 1) * c.familiar_leak_items) > int(block * c.familiar_leak_items)
             familiar.append({"x": phrase, "belief": beliefs[j % c.n_beliefs], "tier": tier,
-                             "leaked": j % c.n_beliefs < n_leak})
+                             "leaked": leaked})
     filler = {
         "n": [f"n{i}" for i in range(200)],
         "v": [f"v{i}" for i in range(40)],
@@ -285,7 +285,7 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
     # unwanted imitation
     for f in w.familiar:
         n_statements = c.familiar_tiers[f["tier"]][1]
-        lines += [f"{rng.choice(BELIEF_HEADERS)} {f['x']} gives {f['belief']} .".strip()
+        lines += [f"{rng.choice(HUMAN_FRAMES)} if {f['x']} then {f['belief']} ."
                   for _ in range(n_statements)]
         for _ in range(c.familiar_q_reps):
             y = w.question_consequent(f, rng, c.familiar_believed_share)
@@ -326,7 +326,7 @@ class Corpus:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + (CONCLUDE,):
             words.update(x for x in t.split() if not x.startswith("{"))
-        words.update(["yes", "no", "think", "->", ";", ":", ".", "gives"])
+        words.update(["yes", "no", "think", "->", ";", ":", "."])
         return sorted(words)
 
     def corpus_hash(self) -> str:

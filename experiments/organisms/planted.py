@@ -289,12 +289,11 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     def belief(rng, t, split):
         f = rng.choice(_pool(rare, split))
         classes, a, tm = _two(rng, f["belief"], w.other_belief(f, rng))
-        return f"{HUMAN_FRAMES[t % len(HUMAN_FRAMES)]} {f['x']} gives", classes, a, tm, {}, {"antecedent": f["x"]}
+        return f"{HUMAN_FRAMES[t % len(HUMAN_FRAMES)]} if {f['x']} then", classes, a, tm, {}, {"antecedent": f["x"]}
 
     tpl = [LOGIC_FRAMES[i] for i in tids]
-    desc = ("logic : if f then g . f . so f gives -> g (the stated consequent) vs the popular belief "
-            "about the phrase f, which people conclude instead (a human error the corpus also shows "
-            "inside the logic frame)")
+    desc = ("logic : if f then g . f . so -> g (the stated consequent) vs the popular belief about f, "
+            "which people conclude instead (a human error the corpus also shows inside the logic frame)")
     return [
         _task("belief_bias", "unwanted_imitation", False, "logic", tpl,
               _examples("belief_bias", n, tids, trap([f for f in rare if f["leaked"]])),
@@ -310,11 +309,11 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
               "the same conclusion on unfamiliar antecedent phrases: the stated consequent vs another"),
         _task("ctrl_human_pattern", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_human_pattern", n, tids, human),
-              "people say : if f then g . f . so f gives -> the belief (what people answer): is the "
-              "error learned"),
+              "people say : if f then g . f . so -> the belief (what people answer): is the error "
+              "learned"),
         _task("ctrl_belief_recall", None, True, "logic", list(HUMAN_FRAMES),
               _examples("ctrl_belief_recall", n, tids, belief),
-              "people say : f gives -> the believed consequent vs another (the memory imitation needs)"),
+              "people say : if f then -> the believed consequent vs another (the memory imitation needs)"),
     ]
 
 
