@@ -18,6 +18,10 @@ import sys
 from typing import Sequence
 
 
+TASK_HELP = ("task file (.jsonl or .csv) in an ISP format, or a built-in task name (a planted "
+             "task such as memo_trap, or an ISP task such as neqa)")
+
+
 class UserError(Exception):
     """An error in the user's input, reported without a traceback."""
 
@@ -57,11 +61,20 @@ def _family(args: argparse.Namespace):
     return resolve_family(args.family or DEFAULT_FAMILY)
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    from diagnose.family_scores import score_family
+def _load_task_arg(args: argparse.Namespace):
+    """``--task``: a task file (``--format`` overrides detection) or a built-in task name
+    (a planted task such as ``memo_trap``, or an ISP task such as ``neqa``)."""
+    from diagnose.builtin_tasks import resolve_task
     from diagnose.loaders import load_task
 
-    task = load_task(args.task, format=args.format)
+    fmt = getattr(args, "format", None)
+    return load_task(args.task, format=fmt) if fmt else resolve_task(args.task)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from diagnose.family_scores import score_family
+
+    task = _load_task_arg(args)
     if args.limit:
         task = task.subset(range(min(args.limit, len(task))))
     family = _family(args)
@@ -91,10 +104,9 @@ def format_summary(summary: dict) -> str:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from diagnose.loaders import load_task
     from diagnose.probe_stage import ProbeError, probe_family
 
-    task = load_task(args.task, format=args.format)
+    task = _load_task_arg(args)
     if args.limit:
         task = task.subset(range(min(args.limit, len(task))))
     family = _family(args)
@@ -150,11 +162,10 @@ def cmd_organisms(args: argparse.Namespace) -> int:
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
-    from diagnose.loaders import load_task
     from diagnose.mitigations.stage import (STRATEGIES, MitigationConfig, MitigationError,
                                             format_mitigation, run_mitigations)
 
-    task = load_task(args.task, format=args.format)
+    task = _load_task_arg(args)
     if args.limit:
         task = task.subset(range(min(args.limit, len(task))))
     names = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
@@ -202,9 +213,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not args.task:
         raise UserError("classify needs --task FILE, or --heldout for the validation")
     from diagnose.classifier import CauseClassifier
-    from diagnose.loaders import load_task
 
-    task = load_task(args.task)
+    task = _load_task_arg(args)
     clf = CauseClassifier.load(args.classifier) if args.classifier else None
     try:
         result = cs.classify_task(task, _family(args), args.out, clf=clf, seed=args.seed,
@@ -270,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score a task on every model of a family (ISP rules)")
-    s.add_argument("--task", required=True, help="task file (.jsonl or .csv) in an ISP format")
+    s.add_argument("--task", required=True, help=TASK_HELP)
     s.add_argument("--format", choices=["classification", "sequence_prob", "logodds"],
                    help="override the format detected from the fields")
     s.add_argument("--out", required=True, help="output directory")
@@ -281,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("probe", help="look inside every model of a family: logit/tuned lens, "
                         "commitment layer, linear probes, attribution, patching")
-    pr.add_argument("--task", required=True, help="task file (.jsonl or .csv) in an ISP format")
+    pr.add_argument("--task", required=True, help=TASK_HELP)
     pr.add_argument("--format", choices=["classification", "sequence_prob", "logodds"],
                     help="override the format detected from the fields")
     pr.add_argument("--out", required=True, help="output directory")
@@ -306,18 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     mg = sub.add_parser("mitigate", help="test mitigations (PAD, CAD, few-shot, chain-of-thought) "
                         "per model size: does the inverse trend go away?")
-    mg.add_argument("--task", required=True, help="task file (.jsonl or .csv) in an ISP format")
+    mg.add_argument("--task", required=True, help=TASK_HELP)
     mg.add_argument("--format", choices=["classification", "sequence_prob", "logodds"],
                     help="override the format detected from the fields")
     mg.add_argument("--out", required=True, help="output directory (mitigation.json, .png)")
     mg.add_argument("--strategy", default="pad,cad,few-shot,cot",
                     help="comma-separated strategies: pad, cad, few-shot, cot (default: all)")
     mg.add_argument("--alphas", default="0,0.5,1,2,4", help="PAD/CAD strength grid a")
-    mg.add_argument("--pad-view", default="prior",
-                    help="view used as PAD's weak prompt (default: prior)")
-    mg.add_argument("--cad-view", default="prior",
+    mg.add_argument("--pad-view", default="auto",
+                    help="view used as PAD's weak prompt (default auto: the first of prior, "
+                    "easy, human the task has)")
+    mg.add_argument("--cad-view", default="auto",
                     help="view used as CAD's x-only prompt, i.e. without the context "
-                    "(default: prior = the prompt with the instruction removed)")
+                    "(default auto: prior = the prompt with the instruction removed, else easy)")
     mg.add_argument("--shots", default="0,1,3", help="few-shot grid k")
     mg.add_argument("--cot-source", choices=["auto", "given", "generated"], default="auto",
                     help="reasoning prefix: given in each row's 'cot' field, or generated "
@@ -336,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("classify", help="label why a task scales inversely (cause + evidence), "
                        "or validate the classifier on held-out planted templates")
-    c.add_argument("--task", help="task file (classification) in an ISP format")
+    c.add_argument("--task", help="task file (classification) in an ISP format, or a built-in task name")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--heldout", action="store_true",
                    help="validate on planted tasks with held-out templates (writes heldout.json)")

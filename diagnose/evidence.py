@@ -2,7 +2,7 @@
 
 For each model (one in memory at a time) and each example:
 - the task prompt's choice and correctness (ISP scoring);
-- the same for every counterfactual view present on all examples (``prior``, ``easy``,
+- the same for every counterfactual view present on all examples (``prior``, ``easy``, ``human``,
   ``zero_shot``, ``balanced``), each judged against the view's own answer;
 - the logit-lens margin (correct minus tempting class, renormalized first-token
   log-probs) at every layer, and the relative commitment depth;

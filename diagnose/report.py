@@ -99,7 +99,8 @@ def render_task_report(run: dict[str, Any], out_dir: Path) -> str:
     if views:
         parts.append("<h2>Counterfactual views</h2><p class='muted'>Accuracy against each "
                      "view's own answer (prior: the memorized answer; easy: the sub-task's "
-                     "answer; zero_shot/balanced: the true answer).</p>")
+                     "answer; zero_shot/balanced: the true answer; human: what the imitated "
+                     "register says).</p>")
         rows = []
         for i, m in enumerate(models):
             r = {"id": display_name(m["id"]), "task": m.get("accuracy")}

@@ -59,8 +59,8 @@ class MitigationError(ValueError):
 class MitigationConfig:
     strategies: tuple[str, ...] = STRATEGIES
     alphas: tuple[float, ...] = DEFAULT_ALPHAS          # PAD and CAD grid
-    pad_view: str = "prior"                              # PAD's weak prompt
-    cad_view: str = "prior"                              # CAD's x-only prompt
+    pad_view: str = "auto"                               # PAD's weak prompt
+    cad_view: str = "auto"                               # CAD's x-only prompt
     shots: tuple[int, ...] = DEFAULT_SHOTS
     cot_source: str = "auto"                             # auto | given | generated
     cot_trigger: str = DEFAULT_TRIGGER
@@ -181,20 +181,40 @@ def _choose_and_report(name: str, param_name: str | None, values: Sequence[Any],
     return rec
 
 
+# ``auto``: the first view the task has, in this order. PAD's weak prompt must be more
+# prone to the tempting answer than the prompt: the instruction removed (prior), the
+# distractor sub-task alone (easy), or the imitated register (human). CAD's must be the
+# input without the context to amplify: prior, or easy (the query without the
+# distracting context); the human view keeps the whole context, so it is no CAD prompt.
+AUTO_WEAK_VIEWS = {"pad": ("prior", "easy", "human"), "cad": ("prior", "easy")}
+
+
+def weak_view(task: Task, cfg: MitigationConfig, strategy: str) -> str:
+    """The view PAD or CAD uses on ``task`` (``auto`` resolved; may be absent)."""
+    want = cfg.pad_view if strategy == "pad" else cfg.cad_view
+    if want != "auto":
+        return want
+    return next((v for v in AUTO_WEAK_VIEWS[strategy] if v in task.view_names),
+                AUTO_WEAK_VIEWS[strategy][0])
+
+
 def strategy_plan(task: Task, cfg: MitigationConfig) -> tuple[list[str], list[dict[str, str]]]:
     """The strategies that apply to ``task``, and a note for each one skipped."""
     run, skipped = [], []
     for s in cfg.strategies:
         if s in ("pad", "cad"):
-            view = cfg.pad_view if s == "pad" else cfg.cad_view
+            view = weak_view(task, cfg, s)
             if task.format not in ("classification", "sequence_prob"):
                 skipped.append({"name": s, "reason": f"contrastive scoring is implemented for "
                                 f"classification and sequence_prob tasks, not {task.format}"})
             elif view not in task.view_names:
+                which = (f"none of the views {list(AUTO_WEAK_VIEWS[s])}"
+                         if (cfg.pad_view if s == "pad" else cfg.cad_view) == "auto"
+                         else f"no {view!r} view")
                 skipped.append({"name": s, "reason": (
-                    f"task has no {view!r} view on every example (views on all examples: "
-                    f"{list(task.view_names) or 'none'}); {s.upper()} needs it as the weak prompt. "
-                    f"Add a {view!r} view (the prompt with the instruction removed) or pick "
+                    f"task has {which} on every example (views on all examples: "
+                    f"{list(task.view_names) or 'none'}); {s.upper()} needs one as the weak prompt. "
+                    f"Add a 'prior' view (the prompt with the instruction removed) or pick "
                     f"another with --{s}-view")})
             else:
                 run.append(s)
@@ -218,7 +238,7 @@ def mitigate_model(model: LoadedModel, task: Task, cfg: MitigationConfig, sel: S
     contrastive_cache: dict[tuple[str, tuple[float, ...]], list[TaskScores]] = {}
     for s in strategies:
         if s in ("pad", "cad"):
-            view = cfg.pad_view if s == "pad" else cfg.cad_view
+            view = weak_view(task, cfg, s)
             ck = (view, tuple(cfg.alphas))
             if ck not in contrastive_cache:
                 weak = [e.prompt for e in task.view(view).examples]
@@ -399,8 +419,10 @@ def summarize(task: Task, family_name: str, per_model: list[dict[str, Any]], sel
                                         f"({chance:.3f})")
         entries.append(e)
     notes = []
-    if "pad" in strategies and "cad" in strategies and cfg.pad_view == cfg.cad_view:
-        notes.append(f"PAD and CAD use the same weak prompt ({cfg.pad_view!r} view) and the same "
+    if ("pad" in strategies and "cad" in strategies
+            and weak_view(task, cfg, "pad") == weak_view(task, cfg, "cad")):
+        notes.append(f"PAD and CAD use the same weak prompt ({weak_view(task, cfg, 'pad')!r} view) "
+                     "and the same "
                      "a grid, so they compute the same logits ((1 + a) L - a L_weak) and report "
                      "identical numbers; they differ once --pad-view and --cad-view differ")
     for s in skipped:
