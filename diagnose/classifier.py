@@ -173,6 +173,17 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+# views whose own answer is the tempting one: what their accuracy says, and their name
+_VIEW_SENTENCES = {
+    "prior": ("With the instruction removed (prior view), {m} picks the memorized/prior answer "
+              "in {acc} of examples", "prior-view"),
+    "easy": ("The distractor sub-task alone (easy view) is solved in {acc} of examples by {m}",
+             "easy-view"),
+    "human": ("Asked in the imitated register (human view), {m} gives what that register says "
+              "in {acc} of examples", "human-view"),
+}
+
+
 def evidence_sentences(f: Mapping[str, float], trend: Mapping[str, Any],
                        largest: str = "the largest model") -> list[str]:
     """What the features say, in sentences a researcher can check against the results."""
@@ -184,28 +195,13 @@ def evidence_sentences(f: Mapping[str, float], trend: Mapping[str, Any],
                  f"{100 * f['drop_large']:+.0f} points above the largest. The trend rule says "
                  f"'{trend.get('label')}' (confidence {trend.get('confidence', float('nan')):.2f}); "
                  f"{_pct(f['p_inverse'])} of bootstrap replicates are inverse-like.")
-    if fin("prior_acc_large"):
-        s.append(f"With the instruction removed (prior view), {largest} picks the memorized/"
-                 f"prior answer in {_pct(f['prior_acc_large'])} of examples (trend "
-                 f"{f['prior_acc_slope']:+.2f} per decade of parameters).")
-    if fin("prior_agree_large"):
-        s.append(f"Where {largest} is wrong, its answer equals its prior-view answer in "
-                 f"{_pct(f['prior_agree_large'])} of cases.")
-    if fin("easy_acc_large"):
-        s.append(f"The distractor sub-task alone (easy view) is solved in "
-                 f"{_pct(f['easy_acc_large'])} of examples by {largest} (trend "
-                 f"{f['easy_acc_slope']:+.2f} per decade).")
-    if fin("easy_agree_large"):
-        s.append(f"Where {largest} is wrong, its answer equals its easy-view answer in "
-                 f"{_pct(f['easy_agree_large'])} of cases.")
-    if fin("human_acc_large"):
-        s.append(f"Asked in the imitated register (human view), {largest} gives what that "
-                 f"register says in {_pct(f['human_acc_large'])} of examples (trend "
-                 f"{f['human_acc_slope']:+.2f} per decade).")
-    if fin("human_agree_large"):
-        s.append(f"Where {largest} is wrong, its answer equals its human-view answer in "
-                 f"{_pct(f['human_agree_large'])} of cases (it answers as the imitated register "
-                 "would).")
+    for v, (what, name) in _VIEW_SENTENCES.items():
+        if fin(f"{v}_acc_large"):
+            s.append(what.format(m=largest, acc=_pct(f[f"{v}_acc_large"]))
+                     + f" (trend {f[f'{v}_acc_slope']:+.2f} per decade of parameters).")
+        if fin(f"{v}_agree_large"):
+            s.append(f"Where {largest} is wrong, its answer equals its {name} answer in "
+                     f"{_pct(f[f'{v}_agree_large'])} of cases.")
     for v, what in (("zero_shot", "Removing the demonstrations"),
                     ("balanced", "Balancing the demonstrations' spurious feature")):
         if fin(f"{v}_gap_large"):

@@ -151,7 +151,7 @@ def cmd_organisms(args: argparse.Namespace) -> int:
         print(f"organisms family ready: {path / 'family.json'}")
         return 0
     path = build_family(cfg, progress=not args.no_progress)
-    result = check_family(path, cfg)
+    result = check_family(path, cfg, views=args.views)
     print(format_table(result))
     if args.out:
         from diagnose import store
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=None, help="training seed (default: the preset's)")
     o.add_argument("--tiny", action="store_true", help="the tiny test configuration")
     o.add_argument("--force", action="store_true", help="(build) retrain even if cached")
+    o.add_argument("--views", action="store_true",
+                   help="(check) also score every task's counterfactual views (rows task[view])")
     o.add_argument("--no-progress", action="store_true")
     o.set_defaults(func=cmd_organisms)
     return p

@@ -6,8 +6,10 @@ For each model (one in memory at a time) and each example:
   ``zero_shot``, ``balanced``), each judged against the view's own answer;
 - the logit-lens margin (correct minus tempting class, renormalized first-token
   log-probs) at every layer, and the relative commitment depth;
-- whether a cross-validated linear probe on each layer's answer-position residual
-  recovers the correct class (out-of-fold, so no example is judged by a probe that saw it).
+- whether a cross-validated linear contrast probe on each layer's answer-position residual
+  (``probes.linear_probe.contrast_cv_predictions``: each class scored from the residual
+  times its unembedding direction) recovers the correct class (out-of-fold, so no example
+  is judged by a probe that saw it).
 
 Evidence is kept per example so that any subset (a template, a split, a bootstrap
 resample) can be turned into features later without running a model again. It is
@@ -93,7 +95,8 @@ class FamilyEvidence:
 def model_evidence(model: LoadedModel, task: Task, probes: bool = True, seed: int = 0,
                    prepend_bos: bool = False) -> ModelEvidence:
     """Everything the classifier needs from one model, for every example of ``task``."""
-    from probes.linear_probe import cv_predictions
+    from diagnose.probe_stage import class_directions
+    from probes.linear_probe import contrast_cv_predictions
     from probes.logit_lens import class_logit_lens
 
     # the task, every view and the residual stack at the answer positions: one pass
@@ -111,14 +114,15 @@ def model_evidence(model: LoadedModel, task: Task, probes: bool = True, seed: in
                                 tempting, stack=fused.stack)
         ev.lens_margin = lens.margin
         ev.commit_depth = lens.commit_array / max(lens.n_entries - 1, 1)
-        pred = cv_predictions(fused.stack.numpy(), answer, seed=seed)
+        dirs, valid = class_directions(model, fused.class_first_tokens)
+        pred = contrast_cv_predictions(fused.stack.numpy(), dirs, answer, valid, seed=seed)
         ev.probe_correct = np.where(pred < 0, np.nan, (pred == answer[None, :]).astype(float))
     return ev
 
 
 def evidence_key(task: Task, model_source: str, probes: bool, seed: int) -> str:
     rows = [dataclasses.asdict(e) for e in task.examples]
-    return store.content_hash("evidence-v3", task.format, rows, model_source, probes, seed)
+    return store.content_hash("evidence-v4", task.format, rows, model_source, probes, seed)
 
 
 def family_evidence(task: Task, family: Family, cache_dir: str | Path | None = None,

@@ -128,11 +128,11 @@ def probe_plot(summary: dict[str, Any]) -> Any:
                    label=f"{_size_label(m)} output")
     chance = models[0].get("probe_chance") if models else None
     if chance is not None:
-        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"majority class ({chance:.2f})")
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(DEPTH_LABEL)
     ax.set_ylabel("accuracy (probe: cross-validated)")
-    ax.set_title(f"{summary['task']}: linear probe for the correct class vs the model's output")
+    ax.set_title(f"{summary['task']}: contrast probe for the correct class vs the model's output")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()

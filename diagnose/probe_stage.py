@@ -71,20 +71,24 @@ def encode_for_probes(task: Task, model: LoadedModel, prompts: Sequence[str] | N
     if task.format == "sequence_prob":
         raise ProbeError(f"task {task.name!r} is sequence_prob: probes need classes "
                          "(classification or logodds)")
-    tok = model.tokenizer
+    from diagnose.tokenization import encode_pairs
+
     c_max = max(len(e.classes) for e in task.examples)
     ids = np.full((len(task), c_max), -1, dtype=np.int64)
+    pairs = [(e.prompt if prompts is None else prompts[i], c)
+             for i, e in enumerate(task.examples) for c in e.classes]
+    encoded = iter(encode_pairs(model.tokenizer, pairs, prepend_bos))
     contexts, trunc = [], 0
     for i, e in enumerate(task.examples):
-        prompt = e.prompt if prompts is None else prompts[i]
         ctx = None
-        for k, c in enumerate(e.classes):
-            cx, cont = encode_pair(tok, prompt, c, prepend_bos)
+        for k, _ in enumerate(e.classes):
+            cx, cont = next(encoded)
             if not cont:
                 raise ProbeError(f"task {task.name!r}, example {e.id}: class {k} encodes to "
                                  "no tokens")
             ids[i, k] = cont[0]
             ctx = cx if ctx is None else ctx
+        # the answer position needs only the context: keep its last n_ctx tokens
         ctx, t = _fit(ctx, model.n_ctx)
         trunc += t
         contexts.append(ctx)
@@ -92,6 +96,19 @@ def encode_for_probes(task: Task, model: LoadedModel, prompts: Sequence[str] | N
     tempting = np.array([-1 if e.tempting is None else e.tempting for e in task.examples],
                         dtype=np.int64)
     return ProbeInputs(contexts, ids, answer, tempting, trunc)
+
+
+def class_directions(model: LoadedModel, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's first-token unembedding direction ``[N, C, d]`` (zeros for padding)
+    and which entries are real classes ``[N, C]``."""
+    import torch
+
+    W_U = model.bridge.W_U.detach().float().cpu()          # [d, V]
+    valid = class_ids >= 0
+    idx = torch.from_numpy(np.where(valid, class_ids, 0))
+    dirs = W_U.T[idx].numpy()                               # [N, C, d]
+    dirs[~valid] = 0.0
+    return dirs, valid
 
 
 def patch_partner(task: Task, view: str | None) -> tuple[str | None, list[str] | None, str]:
@@ -170,7 +187,7 @@ def probe_model(model: LoadedModel, task: Task, *, lens: str = "logit",
     from diagnose.engine import default_batch_tokens
     from diagnose.scoring import score_task
     from probes.attribution import logit_diff_attribution
-    from probes.linear_probe import layer_probes
+    from probes.linear_probe import contrast_layer_probes, layer_probes
     from probes.logit_lens import capture_resid_stack, class_logit_lens, sign_change_layer
     from probes.patching import activation_patching
 
@@ -219,15 +236,24 @@ def probe_model(model: LoadedModel, task: Task, *, lens: str = "logit",
     rec["first_token_accuracy"] = float(np.mean(fc))
     rec["tempting_index"] = chosen.tempting_index.tolist()
 
-    # 3. linear probes: which class is correct, from the answer-position residual
-    pr = layer_probes(stack.numpy(), inp.answer, n_splits=probe_folds, seed=seed)
+    # 3. linear probes: which class is correct, from the answer-position residual. The
+    # contrast probe scores each class (residual x its unembedding direction), so it can
+    # find the answer whatever the class order; the index probe (which position is
+    # right) is kept beside it for tasks whose classes are listed in the prompt
+    dirs, valid = class_directions(model, inp.class_ids)
+    pr = contrast_layer_probes(stack.numpy(), dirs, inp.answer, valid, n_splits=probe_folds,
+                               seed=seed)
+    rec["probe"] = "contrast"
     rec["probe_accuracy"] = pr.accuracy.tolist()
-    rec["probe_accuracy_std"] = pr.accuracy_std.tolist()
     rec["probe_shuffled_accuracy"] = pr.shuffled_accuracy.tolist()
     rec["probe_chance"] = pr.chance
     rec["probe_folds"] = pr.n_splits
-    if pr.n_splits == 0:
-        rec["notes"].append("linear probes skipped: fewer than two examples of some class")
+    ip = layer_probes(stack.numpy(), inp.answer, n_splits=probe_folds, seed=seed)
+    rec["index_probe_accuracy"] = ip.accuracy.tolist()
+    rec["index_probe_accuracy_std"] = ip.accuracy_std.tolist()
+    rec["index_probe_shuffled_accuracy"] = ip.shuffled_accuracy.tolist()
+    if not np.isfinite(pr.accuracy).any():
+        rec["notes"].append("linear probes skipped: too few examples or only one class")
 
     rows = np.arange(len(inp.answer))
     good = inp.class_ids[rows, inp.answer]
@@ -293,7 +319,7 @@ def probe_family(task: Task, family: Family, out_dir: str | Path, *, device: str
 
     models = for_each_model(
         family, record_path=lambda spec: out / "models" / store.slug(spec.id) / "probes.json",
-        key=lambda spec: store.content_hash("probes-v1", fp, spec.source, dtype,
+        key=lambda spec: store.content_hash("probes-v2", fp, spec.source, dtype,
                                             sorted(kwargs.items())),
         compute=compute, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
         progress=progress)

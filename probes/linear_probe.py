@@ -98,3 +98,78 @@ def cv_predictions(features: np.ndarray, labels: np.ndarray, n_splits: int = 5, 
         for s in range(feats.shape[0]):
             out[s] = cross_val_predict(_pipeline(C, seed), feats[s], y, cv=cv)
     return out
+
+
+# -- contrast probes: which class is right, whatever its index ------------------------------
+#
+# The probes above predict the correct class's INDEX from the answer-position residual.
+# Where the classes do not appear in the prompt (memo-trap: two endings in random order),
+# no residual can know the index, so those probes sit at chance whatever the model knows.
+# A contrast probe scores each class instead: its features are the residual times the
+# class's unembedding direction (elementwise, d features), one row per (example, class),
+# label "this class is the correct one"; an example's prediction is its best-scoring
+# class. At the last layer a fixed all-ones weight is the model's own logit (before the
+# final norm), so the probe asks whether a re-weighted linear read-out of the residual
+# finds the answer where the model's read-out does not. Folds are grouped by example.
+
+
+def contrast_features(stack: np.ndarray, class_dirs: np.ndarray) -> np.ndarray:
+    """``stack`` ``[S, N, d]`` x ``class_dirs`` ``[N, C, d]`` -> ``[S, N, C, d]``."""
+    return np.asarray(stack)[:, :, None, :] * np.asarray(class_dirs)[None]
+
+
+def contrast_cv_predictions(stack: np.ndarray, class_dirs: np.ndarray, labels: np.ndarray,
+                            valid: np.ndarray | None = None, n_splits: int = 5, C: float = 1.0,
+                            seed: int = 0) -> np.ndarray:
+    """Out-of-fold predicted class per stack entry and example, ``[S, N]`` (-1 where no
+    probe can be fitted). ``valid[n, c]`` marks real classes (False: padding)."""
+    from sklearn.model_selection import GroupKFold
+
+    feats = contrast_features(stack, class_dirs).astype(np.float64)
+    S, N, Cc, _ = feats.shape
+    y = np.asarray(labels)
+    valid = np.ones((N, Cc), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    out = np.full((S, N), -1, dtype=np.int64)
+    k = min(n_splits, N)
+    if k < 2 or Cc < 2:
+        return out
+    rows_n, rows_c = np.nonzero(valid)
+    target = (rows_c == y[rows_n]).astype(int)
+    if target.min() == target.max():
+        return out
+    folds = list(GroupKFold(n_splits=k).split(rows_n, target, groups=rows_n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in range(S):
+            X = feats[s, rows_n, rows_c]
+            score = np.full((N, Cc), -np.inf)
+            for tr, te in folds:
+                if target[tr].min() == target[tr].max():
+                    continue
+                clf = _pipeline(C, seed).fit(X[tr], target[tr])
+                score[rows_n[te], rows_c[te]] = clf.decision_function(X[te])
+            ok = np.isfinite(score).any(1)
+            out[s, ok] = score[ok].argmax(1)
+    return out
+
+
+def contrast_layer_probes(stack: np.ndarray, class_dirs: np.ndarray, labels: np.ndarray,
+                          valid: np.ndarray | None = None, n_splits: int = 5, C: float = 1.0,
+                          seed: int = 0, control: bool = True) -> ProbeResult:
+    """Per stack entry: contrast-probe accuracy (out of fold), and the same probe with the
+    correct class drawn at random per example (the control; about 1 / n_classes)."""
+    y = np.asarray(labels)
+    N = len(y)
+    valid_ = np.ones(np.asarray(class_dirs).shape[:2], dtype=bool) if valid is None else valid
+    pred = contrast_cv_predictions(stack, class_dirs, y, valid_, n_splits, C, seed)
+    acc = np.where((pred >= 0).all(1), (pred == y[None]).mean(1), np.nan)
+    shuf = np.full(len(acc), np.nan)
+    if control:
+        rng = np.random.default_rng(seed)
+        y_rand = np.array([rng.choice(np.nonzero(row)[0]) for row in valid_])
+        p2 = contrast_cv_predictions(stack, class_dirs, y_rand, valid_, n_splits, C, seed)
+        shuf = np.where((p2 >= 0).all(1), (p2 == y_rand[None]).mean(1), np.nan)
+    n_cls = np.asarray(valid_).sum(1)
+    return ProbeResult(accuracy=acc, accuracy_std=np.full(len(acc), np.nan),
+                       shuffled_accuracy=shuf, chance=float(np.mean(1.0 / n_cls)) if N else float("nan"),
+                       n_splits=min(n_splits, N), n=N)

@@ -225,3 +225,26 @@ def test_probe_without_views_skips_patching_with_a_note(tiny_family_dirs, tmp_pa
     assert m["patching"] is None and "no views" in m["patching_note"]
     assert cli.main(["probe", "--task", str(p), "--model", str(tiny_family_dirs[0]),
                      "--out", str(out), "--patch-view", "prior", "--no-progress"]) == 2
+
+
+def test_contrast_probe_finds_the_answer_whatever_the_class_order():
+    """Residuals that carry the correct class's unembedding direction (in a few of their
+    dimensions) at layer 1 only, classes in random order: the index probe cannot know the
+    position, the contrast probe finds the class; its random-label control sits at chance."""
+    from probes.linear_probe import contrast_layer_probes, layer_probes
+
+    rng = np.random.default_rng(0)
+    N, C, d = 200, 2, 16
+    dirs = rng.normal(size=(N, C, d))
+    answer = rng.integers(0, C, size=N)
+    noise = rng.normal(size=(3, N, d))
+    stack = noise.copy()
+    mask = np.zeros(d)
+    mask[:4] = 1.0
+    stack[1] += 3.0 * dirs[np.arange(N), answer] * mask
+    res = contrast_layer_probes(stack, dirs, answer)
+    assert res.accuracy[1] > 0.85
+    assert res.accuracy[0] < 0.65 and res.accuracy[2] < 0.65
+    assert abs(res.shuffled_accuracy[1] - 0.5) < 0.15
+    assert abs(res.chance - 0.5) < 1e-9
+    assert layer_probes(stack, answer).accuracy[1] < 0.7

@@ -130,6 +130,38 @@ def engine(model_dir: str, task_file: str, full: bool = False) -> dict:
     return {"seconds": seconds, "scores": scores, **extra}
 
 
+def profile(model_dir: str, task_file: str, top: int = 12) -> dict:
+    """Where the engine's time goes: ``torch.profiler`` over one scoring pass (after a
+    warm-up pass), ops grouped by self CPU time, and the share of wall time outside
+    torch ops (Python: planning, tokenization, hooks, bookkeeping)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from diagnose.families import load_model
+    from diagnose.scoring import score_task
+    from experiments.isp_adapters import adapt
+
+    task = adapt(_task(task_file)).task
+    model = load_model(model_dir, device="cpu", dtype="float32")
+    score_task(model, task)  # warm-up: first-call allocations, the shared-prefix probe
+    t0 = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        s = score_task(model, task)
+    wall = time.perf_counter() - t0
+    rows = []
+    for e in prof.key_averages():
+        rows.append({"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count})
+    rows.sort(key=lambda r: -r["self_cpu_ms"])
+    op_ms = sum(r["self_cpu_ms"] for r in rows)
+    for r in rows:
+        r["share_of_wall"] = r["self_cpu_ms"] / 1e3 / wall
+    scores = [[float(v) for v in row[: len(e.classes)]]
+              for row, e in zip(s.class_scores, task.examples)]
+    return {"seconds": wall, "scores": scores, "profile_wall_s": wall,
+            "torch_ops_s": op_ms / 1e3, "outside_torch_share": max(0.0, 1 - op_ms / 1e3 / wall),
+            "top_ops": rows[:top]}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     threads = 2
@@ -139,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         del argv[i:i + 2]
     path, model_dir, task_file, out = argv
     torch.set_num_threads(threads)
-    fn = {"plain": plain, "lm_eval": lm_eval, "engine": engine,
+    fn = {"plain": plain, "lm_eval": lm_eval, "engine": engine, "profile": profile,
           "engine_full": lambda m, t: engine(m, t, full=True)}[path]
     res = fn(model_dir, task_file)
     task = _task(task_file)

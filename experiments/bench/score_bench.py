@@ -142,6 +142,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/bench")
     p.add_argument("--no-scaling", action="store_true")
+    p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler pass")
     p.add_argument("--limit", type=int, default=None, help="first N examples (a quick check)")
     p.add_argument("--paths", default=",".join(PATHS), help=f"a subset of {','.join(PATHS)}")
     p.add_argument("--tasks", default="memo-trap,memo-trap-multitoken,hindsight-neglect")
@@ -198,6 +199,11 @@ def main(argv=None) -> dict:
             "ratios": ratios,
             "engine_full_views": res.get("engine_full", {}).get("views"),
         }
+    prof = None
+    if not args.no_profile:
+        main_file = tasks.get("memo-trap") or next(iter(tasks.values()))
+        prof = run_path("profile", model, main_file, args.threads, tmp)
+        prof.pop("scores", None)
     scaling_examples, scaling_models = [], []
     if not args.no_scaling:
         for k in (1, 4, 16):
@@ -229,7 +235,7 @@ def main(argv=None) -> dict:
         "accuracy": main_task["accuracy"], "peak_mem_mb": main_task["peak_mem_mb"],
         "flop_bound_s": main_task["flop_bound_s"], "matmul_flops_per_s": thr,
         "tasks": per_task, "scaling_examples": scaling_examples,
-        "scaling_models": scaling_models,
+        "scaling_models": scaling_models, "profile": prof,
     }
     print(format_result(result))
     store.write_json(Path(args.out) / "bench.json", result)
@@ -257,6 +263,14 @@ def format_result(r: dict) -> str:
         lines.append("\nengine vs number of examples: " + ", ".join(
             f"x{s['copies']} {s['seconds']:.1f}s {s['peak_mem_mb']:.0f}MB"
             for s in r["scaling_examples"]))
+    if r.get("profile"):
+        pr = r["profile"]
+        lines.append(f"\nprofile of one engine pass ({pr['profile_wall_s']:.2f} s wall, "
+                     f"{pr['torch_ops_s']:.2f} s in torch ops, "
+                     f"{100 * pr['outside_torch_share']:.0f}% outside them):")
+        for o in pr["top_ops"][:8]:
+            lines.append(f"  {o['op'][:40]:<40}{o['self_cpu_ms']:>9.1f} ms{o['calls']:>7} calls "
+                         f"{100 * o['share_of_wall']:>5.1f}%")
     if r["scaling_models"]:
         lines.append("engine vs model size: " + ", ".join(
             f"{s['id']} {s['seconds']:.1f}s {s['peak_mem_mb']:.0f}MB" if "id" in s else s["note"]
