@@ -198,6 +198,11 @@ def organisms_units(cfg: Any = None, family_dir: Path | None = None,
     from experiments.organisms.family import build_family
     from experiments.organisms.planted import planted_tasks
 
+    if family_dir is not None and cfg is None:
+        # the planted tasks come from the family's own world (its seed), not the default's
+        from experiments.organisms.family import load_config
+
+        cfg = load_config(family_dir)
     cfg = cfg or OrganismConfig.default()
     family_dir = Path(family_dir) if family_dir else build_family(cfg, progress=progress)
     family = load_family_manifest(family_dir)
