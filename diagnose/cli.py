@@ -45,7 +45,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, "
                    "bfloat16, float16")
     p.add_argument("--batch-tokens", type=int, default=None,
-                   help="padded tokens per forward batch (default: 8192 CPU, 65536 GPU)")
+                   help="padded tokens per forward batch (default: 65536 on a GPU; on a CPU "
+                   "2^18 / d_model, between 512 and 8192)")
     p.add_argument("--prepend-bos", action="store_true",
                    help="prepend the BOS token to every prompt (off, as lm-eval and the ISP)")
     p.add_argument("--trust-remote-code", action="store_true",

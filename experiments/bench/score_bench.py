@@ -77,6 +77,25 @@ def default_model(tmp: Path) -> tuple[str, str]:
             f"~1M-parameter stand-in (organisms not available: {e})")
 
 
+def distinct_words(model_dir: str, n: int) -> list[str]:
+    """``n`` words that are single, distinct tokens of the model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    out, seen = [], set()
+    for w in sorted(tok.get_vocab()):
+        w = w.lstrip("Ġ▁")
+        if not w.isalnum() or w in seen:
+            continue
+        ids = tok(w, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] != tok.unk_token_id:
+            out.append(w)
+            seen.add(w)
+        if len(out) == n:
+            break
+    return out
+
+
 def multitoken_variant(task):
     """memo-trap with the prompt's last word moved into each class: every class has at
     least two tokens, as in tasks with multi-word answers."""
@@ -206,12 +225,15 @@ def main(argv=None) -> dict:
         prof.pop("scores", None)
     scaling_examples, scaling_models = [], []
     if not args.no_scaling:
-        for k in (1, 4, 16):
-            big = memo.subset(list(range(len(memo))) * k)
-            from dataclasses import replace
+        from dataclasses import replace
 
-            big = replace(big, examples=tuple(replace(e, id=f"{e.id}#{i}") for i, e in
-                                              enumerate(big.examples)))
+        marks = distinct_words(model, 16)
+        for k in (1, 4, 16):
+            # copy c of every example starts with its own vocabulary word, so no copy is
+            # token-identical to another (the engine would run identical rows once)
+            big = replace(memo, examples=tuple(
+                replace(e, id=f"{e.id}#{c}", prompt=(f"{marks[c]} {e.prompt}" if c else e.prompt))
+                for c in range(k) for e in memo.examples))
             f = save_task_jsonl(big, tmp / f"memo-x{k}.jsonl")
             r = run_path("engine", model, f, args.threads, tmp)
             scaling_examples.append({"copies": k, "n_examples": len(big),
