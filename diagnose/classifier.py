@@ -6,7 +6,9 @@ over the features of ``diagnose.features``. Two questions, answered in order:
 1. Does the task scale inversely at all? ``p_inverse`` is the fraction of bootstrap
    replicates (over examples, paired across models) whose curve is inverse, inverted-U
    or U-shaped by the trend rule of ``diagnose.trends``. P(no_inverse_scaling) =
-   1 - p_inverse: a flat, noisy curve rarely has most replicates inverse-like.
+   1 - p_inverse: a flat, noisy curve rarely has most replicates inverse-like. The
+   label (``predict``) is ``no_inverse_scaling`` whenever the trend rule itself does not
+   call the curve inverse-like, so a cause is never named beside a "flat" verdict.
 2. If so, which cause? A multinomial logistic regression over the four causes
    (median imputation for evidence a task lacks, standardisation), trained on planted
    tasks of the model organisms: P(cause) = p_inverse * P(cause | features).
@@ -34,8 +36,8 @@ LABELS = CAUSES + (NO_INVERSE,)
 GATE_FEATURE = "p_inverse"
 # features the cause model does not read: the gate's own inputs, and raw accuracies that
 # describe how hard a task is rather than why it fails
-_NOT_CAUSAL = {"p_inverse", "trend_confidence", "n_models", "log10_span", "acc_small",
-               "acc_large", "acc_best_smaller"}
+_NOT_CAUSAL = {"p_inverse", "trend_confidence", "trend_inverse_like", "n_models", "log10_span",
+               "acc_small", "acc_large", "acc_best_smaller"}
 
 
 def as_matrix(X: Any, names: Sequence[str]) -> np.ndarray:
@@ -102,7 +104,15 @@ class CauseClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict(self, X: Any) -> np.ndarray:
-        return np.array(LABELS)[self.predict_proba(X).argmax(1)]
+        """The most probable label, except that a curve the trend rule does not call
+        inverse, inverted-U or U-shaped (``trend_inverse_like`` = 0) is labelled
+        ``no_inverse_scaling`` whatever share of its bootstrap replicates are inverse-like:
+        a cause is only named for a task that scales inversely by the project's rule."""
+        Xm = as_matrix(X, list(self.feature_names_in_))
+        labels = np.array(LABELS)[self.predict_proba(Xm).argmax(1)]
+        like = Xm[:, list(self.feature_names_in_).index("trend_inverse_like")]
+        labels[np.nan_to_num(like, nan=1.0) == 0.0] = NO_INVERSE
+        return labels
 
     def contributions(self, x: Mapping[str, float], label: str) -> list[tuple[str, float]]:
         """Per feature, coefficient x standardized value for ``label`` (largest first)."""

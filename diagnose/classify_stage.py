@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from diagnose import store
-from diagnose.classifier import CAUSES, LABELS, NO_INVERSE, CauseClassifier, evidence_sentences
+from diagnose.classifier import (CAUSES, LABELS, NO_INVERSE, CauseClassifier, _pct,
+                                 evidence_sentences)
 from diagnose.evidence import FamilyEvidence, family_evidence
 from diagnose.families import Family
 from diagnose.features import VIEWS, unit_features
@@ -125,7 +126,7 @@ def heldout_validation(units: Sequence[Unit], augment: int = 8, seed: int = 0,
     clf = CauseClassifier(random_state=seed).fit(Xtr, ytr)
     Xh, yh, names = unit_matrix(held, augment=0, seed=seed)
     proba = clf.predict_proba(Xh)
-    pred = [LABELS[i] for i in proba.argmax(1)]
+    pred = list(clf.predict(Xh))
     acc = float(np.mean([p == t for p, t in zip(pred, yh)]))
     controls = [p for p, u in zip(pred, held) if u.planted == NO_INVERSE]
     took = [(p, t) for p, t, u in zip(pred, yh, held) if u.planted != NO_INVERSE and t != NO_INVERSE]
@@ -160,11 +161,17 @@ def classify_evidence(clf: CauseClassifier, ev: FamilyEvidence, n_boot: int = 10
     """``classification.json`` for one task."""
     f, trend = unit_features(ev, None, n_boot=n_boot, seed=seed)
     proba = clf.predict_proba([f])[0]
-    label = LABELS[int(proba.argmax())]
+    label = str(clf.predict([f])[0])
     from diagnose.plots import display_name
 
     largest = display_name(ev.models[-1].id)
     evidence = evidence_sentences(f, trend, largest=f"the largest model ({largest})")
+    top_cause = LABELS[int(proba.argmax())]
+    if label == NO_INVERSE and top_cause != NO_INVERSE:
+        evidence.append(f"The trend rule does not call this curve inverse ('{trend['label']}'), "
+                        f"so no cause is named, although {_pct(f['p_inverse'])} of the bootstrap "
+                        f"replicates are inverse-like (the cause model's probabilities, led by "
+                        f"{top_cause}, are shown for reference).")
     drivers = clf.contributions(f, label) if label != NO_INVERSE else []
     if drivers:
         top = ", ".join(f"{n} ({c:+.2f})" for n, c in drivers[:3])

@@ -57,7 +57,7 @@ def _mean(x: np.ndarray) -> float:
 
 def feature_names() -> list[str]:
     names = ["n_models", "log10_span", "acc_small", "acc_large", "acc_best_smaller",
-             "drop_large", "p_inverse", "trend_confidence"]
+             "drop_large", "p_inverse", "trend_confidence", "trend_inverse_like"]
     for v in VIEWS:
         names += [f"{v}_present", f"{v}_acc_large", f"{v}_acc_slope", f"{v}_agree_large",
                   f"{v}_agree_slope"]
@@ -86,7 +86,8 @@ def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int
              drop_large=float(acc[:-1].max() - acc[-1]) if M > 1 else float("nan"),
              p_inverse=float(sum(probs.get(k, 0.0) for k in ("inverse", "inverted_u",
                                                                "u_shaped"))),
-             trend_confidence=float(trend.confidence))
+             trend_confidence=float(trend.confidence),
+             trend_inverse_like=float(trend.label in ("inverse", "inverted_u", "u_shaped")))
     largest = ev.models[-1]
     wrong_large = ~largest.correct[idx]
     for v in VIEWS:

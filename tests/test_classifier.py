@@ -82,6 +82,11 @@ def test_classifier_learns_signatures_and_gates_flat_tasks():
     assert test[0][0] == "strong_prior"
     top = [n for n, _ in clf.contributions(f, "strong_prior")[:4]]
     assert any(n.startswith("prior_") for n in top)
+    # a curve the trend rule calls flat gets no cause, even when most replicates lean inverse
+    leaning = dict(f, p_inverse=0.7, trend_inverse_like=0.0)
+    assert clf.predict_proba([leaning])[0].argmax() == LABELS.index("strong_prior")
+    assert clf.predict([leaning])[0] == NO_INVERSE
+    assert clf.predict([dict(leaning, trend_inverse_like=1.0)])[0] == "strong_prior"
 
 
 def test_classifier_json_round_trip(tmp_path):
