@@ -149,7 +149,10 @@ def format_verdict(run: dict[str, Any]) -> str:
 def format_row(r: dict[str, Any]) -> str:
     s = f"{r['task']}: trend {r['trend']} ({r['trend_confidence']:.2f}); cause {r['cause']}"
     if r["cause"] != "-":
-        s += f" (p={r['cause_p']:.2f})"
+        s += f" (p={r['cause_p']:.2f}"
+        if r["cause"] == "no_inverse_scaling" and r["cause_p"] < 0.5:
+            s += ": named by the trend rule, most replicates lean inverse"
+        s += ")"
     if r.get("planted"):
         s += f"  [planted: {r['planted']}]"
     return s
