@@ -31,9 +31,6 @@ from diagnose.features import VIEWS, unit_features
 from diagnose.tasks import Task
 
 
-INVERSE_LIKE = ("inverse", "inverted_u", "u_shaped")
-
-
 @dataclass
 class Unit:
     task: str
@@ -60,7 +57,7 @@ def scales_inversely(ev: FamilyEvidence, seed: int = 0) -> bool:
 
     correct = np.stack([m.correct for m in ev.models]).astype(float)
     return trend_from_outcomes(ev.n_params, correct, higher_is_better=True,
-                               seed=seed).label in INVERSE_LIKE
+                               seed=seed).scales_inversely
 
 
 def units_of(task: Task, ev: FamilyEvidence) -> list[Unit]:
@@ -291,7 +288,7 @@ def _trend_only(task: Task, family: Family, seed: int, progress: bool, device: s
     cause model reads which class each model picks."""
     from diagnose.families import free_model, load_model
     from diagnose.scoring import score_task
-    from diagnose.trends import trend_from_task_scores
+    from diagnose.trends import INVERSE_LIKE, trend_from_task_scores
 
     scores = []
     for spec in family.models:
@@ -303,7 +300,7 @@ def _trend_only(task: Task, family: Family, seed: int, progress: bool, device: s
     tr = trend_from_task_scores(scores, seed=seed)["loss"]
     d = tr.to_dict()
     q = float(sum(d["label_probabilities"].get(k, 0.0)
-                  for k in ("inverse", "inverted_u", "u_shaped")))
+                  for k in INVERSE_LIKE))
     label = NO_INVERSE if q < 0.5 else None
     from transformers import AutoTokenizer
 

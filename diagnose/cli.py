@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("classify", help="label why a task scales inversely (cause + evidence), "
                        "or validate the classifier on held-out planted templates")
-    c.add_argument("--task", help="task file (classification) in an ISP format, or a built-in task name")
+    c.add_argument("--task", help=TASK_HELP)
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--heldout", action="store_true",
                    help="validate on planted tasks with held-out templates (writes heldout.json)")

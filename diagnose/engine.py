@@ -19,6 +19,7 @@ The same capture path serves the logit lens (any ``blocks.{l}.hook_out``).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -141,6 +142,10 @@ def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
                  np.asarray(tgt, dtype=np.int64)[o], req_a[o], layouts)
 
 
+# per loaded bridge (a cached model is handed out as a new LoadedModel each time)
+_SHARED_PREFIX_OK: "weakref.WeakKeyDictionary[object, bool]" = weakref.WeakKeyDictionary()
+
+
 def can_share_prefix(model: LoadedModel) -> bool:
     """Does this model honour a custom 4D attention mask and position ids?
 
@@ -148,7 +153,8 @@ def can_share_prefix(model: LoadedModel) -> bool:
     shared row vs separate rows); an architecture whose HF code ignores custom masks
     falls back to one row per continuation instead of returning wrong numbers.
     """
-    if model.shared_prefix_ok is None:
+    known = _SHARED_PREFIX_OK.get(model.bridge)
+    if known is None:
         v = int(model.bridge.cfg.d_vocab)
         toks = [(7 * i + 3) % v for i in range(7)]
         reqs = [Request(tuple(toks[:3]), tuple(toks[3:5])), Request(tuple(toks[:3]), tuple(toks[5:7]))]
@@ -160,8 +166,9 @@ def can_share_prefix(model: LoadedModel) -> bool:
             got.append(acts[FINAL_RESID])
         tol = 1e-4 if model.dtype == torch.float32 else 5e-2
         scale = float(got[1].abs().max()) or 1.0
-        model.shared_prefix_ok = bool(float((got[0] - got[1]).abs().max()) <= tol * max(1.0, scale))
-    return model.shared_prefix_ok
+        known = bool(float((got[0] - got[1]).abs().max()) <= tol * max(1.0, scale))
+        _SHARED_PREFIX_OK[model.bridge] = known
+    return known
 
 
 @torch.no_grad()

@@ -95,8 +95,7 @@ class FamilyEvidence:
 def model_evidence(model: LoadedModel, task: Task, probes: bool = True, seed: int = 0,
                    prepend_bos: bool = False) -> ModelEvidence:
     """Everything the classifier needs from one model, for every example of ``task``."""
-    from diagnose.probe_stage import class_directions
-    from probes.linear_probe import contrast_cv_predictions
+    from probes.linear_probe import class_directions, contrast_cv_predictions
     from probes.logit_lens import class_logit_lens
 
     # the task, every view and the residual stack at the answer positions: one pass
@@ -114,7 +113,7 @@ def model_evidence(model: LoadedModel, task: Task, probes: bool = True, seed: in
                                 tempting, stack=fused.stack)
         ev.lens_margin = lens.margin
         ev.commit_depth = lens.commit_array / max(lens.n_entries - 1, 1)
-        dirs, valid = class_directions(model, fused.class_first_tokens)
+        dirs, valid = class_directions(model.bridge, fused.class_first_tokens)
         pred = contrast_cv_predictions(fused.stack.numpy(), dirs, answer, valid, seed=seed)
         ev.probe_correct = np.where(pred < 0, np.nan, (pred == answer[None, :]).astype(float))
     return ev

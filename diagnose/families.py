@@ -177,9 +177,6 @@ class LoadedModel:
     n_ctx: int
     device: str
     dtype: torch.dtype
-    # whether prefix-shared rows (custom 4D attention masks) compute what separate rows
-    # do on this model; checked once, on first use (``diagnose.engine.can_share_prefix``)
-    shared_prefix_ok: bool | None = None
 
     @property
     def id(self) -> str:
@@ -322,8 +319,9 @@ def _load_model(spec: ModelSpec, device: str, torch_dtype: torch.dtype,
 
 def free_model(model: LoadedModel) -> None:
     """Drop this handle; the weights go unless the model cache keeps them."""
+    cached = any(m.bridge is model.bridge for m in _CACHE.values())
     model.bridge = None
-    if not _CACHE:
+    if not cached:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

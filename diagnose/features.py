@@ -33,7 +33,7 @@ import numpy as np
 
 from diagnose.evidence import FamilyEvidence
 from diagnose.tasks import VIEW_NAMES
-from diagnose.trends import trend_from_outcomes
+from diagnose.trends import INVERSE_LIKE, trend_from_outcomes
 
 VIEWS = VIEW_NAMES
 TRUE_ANSWER_VIEWS = ("zero_shot", "balanced")
@@ -84,10 +84,9 @@ def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int
     f.update(n_models=M, log10_span=float(x[-1] - x[0]), acc_small=acc[0], acc_large=acc[-1],
              acc_best_smaller=float(acc[:-1].max()) if M > 1 else float("nan"),
              drop_large=float(acc[:-1].max() - acc[-1]) if M > 1 else float("nan"),
-             p_inverse=float(sum(probs.get(k, 0.0) for k in ("inverse", "inverted_u",
-                                                               "u_shaped"))),
+             p_inverse=float(sum(probs.get(k, 0.0) for k in INVERSE_LIKE)),
              trend_confidence=float(trend.confidence),
-             trend_inverse_like=float(trend.label in ("inverse", "inverted_u", "u_shaped")))
+             trend_inverse_like=float(trend.scales_inversely))
     largest = ev.models[-1]
     wrong_large = ~largest.correct[idx]
     for v in VIEWS:

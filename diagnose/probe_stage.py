@@ -35,7 +35,6 @@ import numpy as np
 from diagnose import store
 from diagnose.families import Family, LoadedModel
 from diagnose.tasks import Task
-from diagnose.tokenization import encode_pair
 
 
 class ProbeError(ValueError):
@@ -67,7 +66,7 @@ def _fit(ctx: list[int], n_ctx: int) -> tuple[list[int], bool]:
 
 def encode_for_probes(task: Task, model: LoadedModel, prompts: Sequence[str] | None = None,
                       prepend_bos: bool = False) -> ProbeInputs:
-    """Contexts and class first tokens, tokenized as scoring does (``encode_pair``)."""
+    """Contexts and class first tokens, tokenized as scoring does (``encode_pairs``)."""
     if task.format == "sequence_prob":
         raise ProbeError(f"task {task.name!r} is sequence_prob: probes need classes "
                          "(classification or logodds)")
@@ -96,19 +95,6 @@ def encode_for_probes(task: Task, model: LoadedModel, prompts: Sequence[str] | N
     tempting = np.array([-1 if e.tempting is None else e.tempting for e in task.examples],
                         dtype=np.int64)
     return ProbeInputs(contexts, ids, answer, tempting, trunc)
-
-
-def class_directions(model: LoadedModel, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each class's first-token unembedding direction ``[N, C, d]`` (zeros for padding)
-    and which entries are real classes ``[N, C]``."""
-    import torch
-
-    W_U = model.bridge.W_U.detach().float().cpu()          # [d, V]
-    valid = class_ids >= 0
-    idx = torch.from_numpy(np.where(valid, class_ids, 0))
-    dirs = W_U.T[idx].numpy()                               # [N, C, d]
-    dirs[~valid] = 0.0
-    return dirs, valid
 
 
 def patch_partner(task: Task, view: str | None) -> tuple[str | None, list[str] | None, str]:
@@ -187,7 +173,7 @@ def probe_model(model: LoadedModel, task: Task, *, lens: str = "logit",
     from diagnose.engine import default_batch_tokens
     from diagnose.scoring import score_task
     from probes.attribution import logit_diff_attribution
-    from probes.linear_probe import contrast_layer_probes, layer_probes
+    from probes.linear_probe import class_directions, contrast_layer_probes, layer_probes
     from probes.logit_lens import capture_resid_stack, class_logit_lens, sign_change_layer
     from probes.patching import activation_patching
 
@@ -240,7 +226,7 @@ def probe_model(model: LoadedModel, task: Task, *, lens: str = "logit",
     # contrast probe scores each class (residual x its unembedding direction), so it can
     # find the answer whatever the class order; the index probe (which position is
     # right) is kept beside it for tasks whose classes are listed in the prompt
-    dirs, valid = class_directions(model, inp.class_ids)
+    dirs, valid = class_directions(model.bridge, inp.class_ids)
     pr = contrast_layer_probes(stack.numpy(), dirs, inp.answer, valid, n_splits=probe_folds,
                                seed=seed)
     rec["probe"] = "contrast"

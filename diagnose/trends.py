@@ -90,6 +90,8 @@ from typing import Any, Sequence
 import numpy as np
 
 LABELS = ("positive", "inverse", "u_shaped", "inverted_u", "flat")
+# the labels under which a task "scales inversely": the largest model is worse than a smaller one
+INVERSE_LIKE = ("inverse", "inverted_u", "u_shaped")
 _POS, _INV, _U, _IU, _FLAT = range(5)
 _TOL = 1e-9  # relative slack on the threshold so that k/N differences of exactly d pass
 
@@ -128,7 +130,7 @@ class Trend:
         """True when the largest model is worse than a smaller one by the rule:
         ``inverse``, ``inverted_u`` (reverses at the top) or ``u_shaped`` (inverse over
         part of the range)."""
-        return self.label in ("inverse", "inverted_u", "u_shaped")
+        return self.label in INVERSE_LIKE
 
     def to_dict(self) -> dict[str, Any]:
         def f(x: Any) -> Any:

@@ -113,6 +113,18 @@ def cv_predictions(features: np.ndarray, labels: np.ndarray, n_splits: int = 5, 
 # finds the answer where the model's read-out does not. Folds are grouped by example.
 
 
+def class_directions(bridge, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's first-token unembedding direction ``[N, C, d]`` (zeros for padding,
+    ``class_ids`` -1) and which entries are real classes ``[N, C]``."""
+    import torch
+
+    W_U = bridge.W_U.detach().float().cpu()                 # [d, V]
+    valid = class_ids >= 0
+    dirs = W_U.T[torch.from_numpy(np.where(valid, class_ids, 0))].numpy()   # [N, C, d]
+    dirs[~valid] = 0.0
+    return dirs, valid
+
+
 def contrast_features(stack: np.ndarray, class_dirs: np.ndarray) -> np.ndarray:
     """``stack`` ``[S, N, d]`` x ``class_dirs`` ``[N, C, d]`` -> ``[S, N, C, d]``."""
     return np.asarray(stack)[:, :, None, :] * np.asarray(class_dirs)[None]

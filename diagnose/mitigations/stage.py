@@ -189,9 +189,13 @@ def _choose_and_report(name: str, param_name: str | None, values: Sequence[Any],
 AUTO_WEAK_VIEWS = {"pad": ("prior", "easy", "human"), "cad": ("prior", "easy")}
 
 
+def _asked_view(cfg: MitigationConfig, strategy: str) -> str:
+    return cfg.pad_view if strategy == "pad" else cfg.cad_view
+
+
 def weak_view(task: Task, cfg: MitigationConfig, strategy: str) -> str:
     """The view PAD or CAD uses on ``task`` (``auto`` resolved; may be absent)."""
-    want = cfg.pad_view if strategy == "pad" else cfg.cad_view
+    want = _asked_view(cfg, strategy)
     if want != "auto":
         return want
     return next((v for v in AUTO_WEAK_VIEWS[strategy] if v in task.view_names),
@@ -209,7 +213,7 @@ def strategy_plan(task: Task, cfg: MitigationConfig) -> tuple[list[str], list[di
                                 f"classification and sequence_prob tasks, not {task.format}"})
             elif view not in task.view_names:
                 which = (f"none of the views {list(AUTO_WEAK_VIEWS[s])}"
-                         if (cfg.pad_view if s == "pad" else cfg.cad_view) == "auto"
+                         if _asked_view(cfg, s) == "auto"
                          else f"no {view!r} view")
                 skipped.append({"name": s, "reason": (
                     f"task has {which} on every example (views on all examples: "
