@@ -219,10 +219,15 @@ _CACHE: "collections.OrderedDict[tuple, LoadedModel]" = collections.OrderedDict(
 
 
 def _cache_budget_bytes() -> int:
+    raw = os.environ.get("DIAGNOSE_MODEL_CACHE_MB", "1024")
     try:
-        return int(float(os.environ.get("DIAGNOSE_MODEL_CACHE_MB", "1024")) * 2 ** 20)
+        mb = float(raw)
     except ValueError:
-        return 2 ** 30
+        mb = -1.0
+    if not mb >= 0:
+        raise FamilyError(f"DIAGNOSE_MODEL_CACHE_MB={raw!r} is not a size in megabytes; set a "
+                          "number such as 1024, or 0 to load every model afresh")
+    return int(mb * 2 ** 20)
 
 
 def _param_bytes(bridge: Any) -> int:

@@ -108,3 +108,28 @@ def test_small_models_stay_loaded_between_stages(tiny_dirs, tmp_path, monkeypatc
     f, g = load_model(str(d), device="cpu"), load_model(str(d), device="cpu")
     assert f.bridge is not g.bridge
     clear_model_cache()
+
+
+def test_model_cache_budget_must_be_a_number(tiny_dirs, monkeypatch):
+    from diagnose.families import FamilyError, clear_model_cache, load_model
+
+    clear_model_cache()
+    monkeypatch.setenv("DIAGNOSE_MODEL_CACHE_MB", "lots")
+    with pytest.raises(FamilyError, match="DIAGNOSE_MODEL_CACHE_MB='lots'"):
+        load_model(str(tiny_dirs["neox"]), device="cpu")
+
+
+def test_task_argument_takes_files_and_built_in_names(tmp_path):
+    """Every --task resolves a planted task by name, a file by path, and names the
+    built-ins when it is neither."""
+    import argparse
+
+    from diagnose import cli
+    from diagnose.loaders import save_task_jsonl
+
+    t = cli._load_task_arg(argparse.Namespace(task="belief_bias", format=None))
+    assert t.name == "belief_bias" and t.metadata["cause"] == "unwanted_imitation"
+    f = save_task_jsonl(t.subset(range(3)), tmp_path / "bb.jsonl")
+    assert len(cli._load_task_arg(argparse.Namespace(task=str(f), format=None))) == 3
+    with pytest.raises(FileNotFoundError, match="'nonsense' is neither a task file"):
+        cli._load_task_arg(argparse.Namespace(task="nonsense", format=None))

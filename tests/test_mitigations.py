@@ -268,6 +268,30 @@ def test_task_without_prior_view_skips_pad_and_cad_with_a_note():
     assert all("'prior' view" in s["reason"] for s in skipped)
 
 
+def test_auto_weak_view_takes_the_first_view_that_fits_each_strategy():
+    """auto: PAD takes prior, else easy, else human; CAD takes prior, else easy, and
+    never the human view (it keeps the whole context); an explicit view is kept."""
+    from dataclasses import replace
+
+    from diagnose.mitigations.stage import weak_view
+
+    base = _task(prior=True)
+
+    def renamed(name):
+        return replace(base, examples=tuple(replace(e, views={name: e.views["prior"]})
+                                            for e in base.examples))
+
+    cfg = MitigationConfig()
+    assert weak_view(base, cfg, "pad") == weak_view(base, cfg, "cad") == "prior"
+    easy = renamed("easy")
+    assert weak_view(easy, cfg, "pad") == weak_view(easy, cfg, "cad") == "easy"
+    human = renamed("human")
+    run, skipped = strategy_plan(human, cfg)
+    assert "pad" in run and "cad" not in run and weak_view(human, cfg, "pad") == "human"
+    assert [s["name"] for s in skipped] == ["cad"]
+    assert weak_view(human, MitigationConfig(cad_view="human"), "cad") == "human"
+
+
 # --------------------------------------------------------------------------- end to end
 
 
