@@ -1,22 +1,24 @@
-"""The cause classifier: why does this task scale inversely?
+"""The cause classifier: which cause's intervention explains a task's inverse scaling?
 
-``CauseClassifier`` is a scikit-learn estimator (``fit``/``predict``/``predict_proba``)
-over the features of ``diagnose.features``. Two questions, answered in order:
+Composed openly, in two parts:
 
-1. Does the task scale inversely at all? ``p_inverse`` is the fraction of bootstrap
-   replicates (over examples, paired across models) whose curve is inverse, inverted-U
-   or U-shaped by the trend rule of ``diagnose.trends``. P(no_inverse_scaling) =
-   1 - p_inverse: a flat, noisy curve rarely has most replicates inverse-like. The
-   label (``predict``) is ``no_inverse_scaling`` whenever the trend rule itself does not
-   call the curve inverse-like, so a cause is never named beside a "flat" verdict.
-2. If so, which cause? A multinomial logistic regression over the four causes
-   (median imputation for evidence a task lacks, standardisation), trained on planted
-   tasks of the model organisms: P(cause) = p_inverse * P(cause | features).
+1. The gate is a rule (``gate``), not a learned probability: a task the family cannot
+   read is ``undetermined``; a task the trend rule (``diagnose.trends``) does not call
+   inverse, inverted-U or U-shaped is ``no_inverse_scaling``.
+2. The cause model (``CauseModel``, a scikit-learn estimator) runs only past the gate.
+   Each cause has its own ``Pipeline`` (median imputation, standardisation, logistic
+   regression) that reads only the evidence of the views testing that cause (the
+   registry's ``ViewSpec.tests``) plus the lens and probe evidence, and answers "is this
+   cause at work?": its support ``P_c``. A cause none of whose views exists for the task
+   is *untested*: it gets no probability, is never the label, and the output says so.
+   The tested causes' supports combine as ``P(undetermined) = prod(1 - P_c)`` (none is at
+   work) and ``P(c) = (1 - P(undetermined)) * P_c / sum(P_t)``; ``predict`` is the argmax
+   of ``predict_proba`` over ``classes_`` (the four causes and ``undetermined``).
 
-The label is the most probable of the five. ``explain`` gives the evidence in
-sentences built from the feature values (each one checkable against the results),
-and names the features that pushed the label most (coefficient x standardized
-value). The fitted model is saved as JSON (no pickle).
+No feature says whether a view exists, so which views a task happens to carry can only
+change which causes are tested, never tip the evidence between tested ones. The fitted
+model is saved as JSON (no pickle) with the feature names and the family it was fitted
+on, so a stale model is an error, not a silent mismatch.
 """
 
 from __future__ import annotations
@@ -28,16 +30,24 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from diagnose.features import VIEWS, feature_names
+from diagnose.causes import (CAUSES, NO_INVERSE, NOT_SUPPORTED, SUPPORTED, UNDETERMINED,
+                             UNTESTED)
+from diagnose.features import SHARED_FEATURES, feature_names, view_features
+from diagnose.views import views_testing
 
-CAUSES = ("strong_prior", "unwanted_imitation", "distractor_task", "spurious_few_shot")
-NO_INVERSE = "no_inverse_scaling"
-LABELS = CAUSES + (NO_INVERSE,)
-GATE_FEATURE = "p_inverse"
-# features the cause model does not read: the gate's own inputs, and raw accuracies that
-# describe how hard a task is rather than why it fails
-_NOT_CAUSAL = {"p_inverse", "trend_confidence", "trend_inverse_like", "n_models", "log10_span",
-               "acc_small", "acc_large", "acc_best_smaller"}
+CLASSES = CAUSES + (UNDETERMINED,)
+
+
+class StaleClassifierError(ValueError):
+    """A saved classifier that does not fit this code or family (says what to run)."""
+
+
+def cause_block(cause: str, shared: bool = True) -> list[str]:
+    """The features the cause's own model reads: its views' evidence (+ lens/probes)."""
+    names: list[str] = []
+    for v in views_testing(cause):
+        names += view_features(v)
+    return names + (list(SHARED_FEATURES) if shared else [])
 
 
 def as_matrix(X: Any, names: Sequence[str]) -> np.ndarray:
@@ -49,187 +59,199 @@ def as_matrix(X: Any, names: Sequence[str]) -> np.ndarray:
     return np.array([[float(row.get(n, np.nan)) for n in names] for row in X], dtype=float)
 
 
-class CauseClassifier(ClassifierMixin, BaseEstimator):
-    def __init__(self, C: float = 1.0, random_state: int = 0):
+def tested(X: Any) -> np.ndarray:
+    """[n, 4] which causes each unit can test: some view of the cause has evidence."""
+    names = feature_names()
+    Xm = as_matrix(X, names)
+    out = np.zeros((len(Xm), len(CAUSES)), dtype=bool)
+    for j, c in enumerate(CAUSES):
+        cols = [names.index(f"{v}_{m}") for v in views_testing(c) for m in ("tempt_large", "fix_large")]
+        out[:, j] = np.isfinite(Xm[:, cols]).any(1) if cols else False
+    return out
+
+
+def _pipeline(C: float, seed: int):
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                     ("scale", StandardScaler()),
+                     ("logit", LogisticRegression(C=C, class_weight="balanced", max_iter=5000,
+                                                  random_state=seed))])
+
+
+class CauseModel(ClassifierMixin, BaseEstimator):
+    """Per-cause support from each cause's own views; see the module docstring.
+
+    ``fit(X, y)``: ``y`` holds a cause for units where that cause is at work and
+    ``no_inverse_scaling`` for units where none is (controls); a cause's model is fitted
+    on the units that test it, positives its own, negatives all others.
+    ``shared=False`` leaves out the lens/probe features; ``views=False`` reads only them
+    (the lens/probe-only comparison model, one multinomial logistic regression).
+    """
+
+    def __init__(self, C: float = 0.5, shared: bool = True, views: bool = True,
+                 random_state: int = 0):
         self.C = C
+        self.shared = shared
+        self.views = views
         self.random_state = random_state
 
-    # -- fitting -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Sequence[str]) -> "CauseClassifier":
-        from sklearn.impute import SimpleImputer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
+    # -- fitting -------------------------------------------------------------------------
+    def fit(self, X: Any, y: Sequence[str]) -> "CauseModel":
         names = feature_names()
-        self.feature_names_in_ = np.array(names)
-        self.cause_features_ = [n for n in names if n not in _NOT_CAUSAL]
         Xm = as_matrix(X, names)
         y = np.asarray(y)
-        unknown = set(y) - set(LABELS)
+        unknown = set(y) - set(CAUSES) - {NO_INVERSE}
         if unknown:
-            raise ValueError(f"unknown labels {sorted(unknown)}; expected {LABELS}")
-        mask = np.isin(y, CAUSES)
-        if len(set(y[mask])) < 2:
+            raise ValueError(f"unknown labels {sorted(unknown)}; expected causes or {NO_INVERSE}")
+        if len(set(y) & set(CAUSES)) < 2:
             raise ValueError("the cause model needs training units of at least two causes")
-        cols = [names.index(n) for n in self.cause_features_]
-        Xc = Xm[mask][:, cols]
-        # a feature missing from every training unit carries no information: drop it
-        keep = ~np.all(np.isnan(Xc), axis=0)
-        self.cause_features_ = [n for n, k in zip(self.cause_features_, keep) if k]
-        Xc = Xc[:, keep]
-        self.imputer_ = SimpleImputer(strategy="median").fit(Xc)
-        Z = self.imputer_.transform(Xc)
-        self.scaler_ = StandardScaler().fit(Z)
-        self.model_ = LogisticRegression(C=self.C, max_iter=5000,
-                                         random_state=self.random_state)
-        self.model_.fit(self.scaler_.transform(Z), y[mask])
-        self.classes_ = np.array(LABELS)
+        self.feature_names_in_ = np.array(names)
+        self.classes_ = np.array(CLASSES)
+        self.blocks_: dict[str, list[str]] = {}
+        self.models_: dict[str, Any] = {}
+        self.constant_: dict[str, float] = {}
+        T = tested(Xm)
+        if not self.views:
+            return self._fit_lens_only(Xm, y)
+        for j, c in enumerate(CAUSES):
+            block = cause_block(c, self.shared)
+            self.blocks_[c] = block
+            rows = T[:, j]
+            yc = (y[rows] == c).astype(int)
+            if rows.sum() == 0 or yc.min() == yc.max():
+                # nothing to contrast: the support is the share seen (0 or 1), noted
+                self.constant_[c] = float(yc.mean()) if rows.sum() else 0.0
+                continue
+            cols = [names.index(n) for n in block]
+            self.models_[c] = _pipeline(self.C, self.random_state).fit(Xm[rows][:, cols], yc)
+        return self
+
+    def _fit_lens_only(self, Xm: np.ndarray, y: np.ndarray) -> "CauseModel":
+        names = list(self.feature_names_in_)
+        cols = [names.index(n) for n in SHARED_FEATURES]
+        mask = np.isin(y, CAUSES)
+        self.blocks_ = {"*": list(SHARED_FEATURES)}
+        self.models_ = {"*": _pipeline(self.C, self.random_state).fit(Xm[mask][:, cols], y[mask])}
         return self
 
     # -- prediction ----------------------------------------------------------------------
-    def _standardized(self, Xm: np.ndarray) -> np.ndarray:
+    def support(self, X: Any) -> np.ndarray:
+        """[n, 4] P(cause at work) per cause; NaN where the cause is untested."""
         names = list(self.feature_names_in_)
-        cols = [names.index(n) for n in self.cause_features_]
-        return self.scaler_.transform(self.imputer_.transform(Xm[:, cols]))
+        Xm = as_matrix(X, names)
+        T = tested(Xm)
+        out = np.full((len(Xm), len(CAUSES)), np.nan)
+        if "*" in self.models_:
+            m = self.models_["*"]
+            cols = [names.index(n) for n in self.blocks_["*"]]
+            p = m.predict_proba(Xm[:, cols])
+            for k, c in enumerate(m.classes_):
+                out[:, CAUSES.index(c)] = p[:, k]
+            return np.where(T, out, np.nan)
+        for j, c in enumerate(CAUSES):
+            if c in self.models_:
+                cols = [names.index(n) for n in self.blocks_[c]]
+                out[:, j] = self.models_[c].predict_proba(Xm[:, cols])[:, 1]
+            else:
+                out[:, j] = self.constant_.get(c, 0.0)
+        return np.where(T, out, np.nan)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        Xm = as_matrix(X, list(self.feature_names_in_))
-        gate = Xm[:, list(self.feature_names_in_).index(GATE_FEATURE)]
-        gate = np.clip(np.nan_to_num(gate, nan=0.0), 0.0, 1.0)
-        pc = self.model_.predict_proba(self._standardized(Xm))
-        out = np.zeros((len(Xm), len(LABELS)))
-        for j, c in enumerate(self.model_.classes_):
-            out[:, LABELS.index(c)] = gate * pc[:, j]
-        out[:, LABELS.index(NO_INVERSE)] = 1.0 - gate
-        return out
+        """[n, 5] over ``classes_``: the four causes, then ``undetermined``."""
+        sup = self.support(X)
+        if "*" in self.models_:  # lens/probe-only: a multinomial model over the tested causes
+            p = np.nan_to_num(sup)
+            tot = p.sum(1, keepdims=True)
+            p = np.where(tot > 0, p / np.where(tot > 0, tot, 1), 0.0)
+            return np.concatenate([p, (tot == 0).astype(float)], 1)
+        s = np.nan_to_num(sup, nan=0.0)
+        none = np.prod(np.where(np.isnan(sup), 1.0, 1.0 - sup), axis=1, keepdims=True)
+        tot = s.sum(1, keepdims=True)
+        causes = np.where(tot > 0, (1 - none) * s / np.where(tot > 0, tot, 1), 0.0)
+        return np.concatenate([causes, none], 1)
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable label, except that a curve the trend rule does not call
-        inverse, inverted-U or U-shaped (``trend_inverse_like`` = 0) is labelled
-        ``no_inverse_scaling`` whatever share of its bootstrap replicates are inverse-like:
-        a cause is only named for a task that scales inversely by the project's rule."""
-        Xm = as_matrix(X, list(self.feature_names_in_))
-        labels = np.array(LABELS)[self.predict_proba(Xm).argmax(1)]
-        like = Xm[:, list(self.feature_names_in_).index("trend_inverse_like")]
-        labels[np.nan_to_num(like, nan=1.0) == 0.0] = NO_INVERSE
-        return labels
+        return self.classes_[self.predict_proba(X).argmax(1)]
 
-    def contributions(self, x: Mapping[str, float], label: str) -> list[tuple[str, float]]:
-        """Per feature, coefficient x standardized value for ``label`` (largest first)."""
-        if label not in self.model_.classes_:
+    def tests(self, X: Any, threshold: float = 0.5) -> list[dict[str, str]]:
+        """Per unit and cause: supported (support >= threshold), not_supported, untested."""
+        sup = self.support(X)
+        return [{c: (UNTESTED if np.isnan(p) else SUPPORTED if p >= threshold else NOT_SUPPORTED)
+                 for c, p in zip(CAUSES, row)} for row in sup]
+
+    def contributions(self, x: Mapping[str, float], cause: str) -> list[tuple[str, float]]:
+        """Per feature of the cause's block: coefficient x standardized value (largest first)."""
+        m = self.models_.get(cause)
+        if m is None:
             return []
-        Xm = as_matrix([x], list(self.feature_names_in_))
-        z = self._standardized(Xm)[0]
-        coef = self.model_.coef_
-        if coef.shape[0] == 1:  # binary: sklearn keeps one row for classes_[1]
-            coef = np.vstack([-coef[0], coef[0]])
-        w = coef[list(self.model_.classes_).index(label)]
-        c = w * z
-        order = np.argsort(-c)
-        return [(self.cause_features_[i], float(c[i])) for i in order]
+        names = list(self.feature_names_in_)
+        block = self.blocks_[cause]
+        row = as_matrix([x], names)[:, [names.index(n) for n in block]]
+        z = m[:-1].transform(row)[0]
+        c = m[-1].coef_[0] * z
+        return [(block[i], float(c[i])) for i in np.argsort(-c)]
 
     # -- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "CauseClassifier", "version": 1, "C": self.C,
-            "random_state": self.random_state,
-            "feature_names": list(self.feature_names_in_),
-            "cause_features": self.cause_features_,
-            "imputer_statistics": self.imputer_.statistics_.tolist(),
-            "scaler_mean": self.scaler_.mean_.tolist(), "scaler_scale": self.scaler_.scale_.tolist(),
-            "classes": list(self.model_.classes_), "coef": self.model_.coef_.tolist(),
-            "intercept": self.model_.intercept_.tolist(),
-        }
+        models = {}
+        for c, m in self.models_.items():
+            imp, sc, lr = m[0], m[1], m[2]
+            models[c] = {"features": self.blocks_[c],
+                         "impute": imp.statistics_.tolist(),
+                         "mean": sc.mean_.tolist(), "scale": sc.scale_.tolist(),
+                         "classes": [str(k) for k in lr.classes_],
+                         "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
+        return {"kind": "CauseModel", "version": 2, "C": self.C, "shared": self.shared,
+                "views": self.views, "random_state": self.random_state,
+                "feature_names": list(self.feature_names_in_), "models": models,
+                "constant": self.constant_}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CauseClassifier":
-        from sklearn.impute import SimpleImputer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
-        if d.get("kind") != "CauseClassifier":
-            raise ValueError("not a saved CauseClassifier")
+    def from_dict(cls, d: Mapping[str, Any]) -> "CauseModel":
+        if d.get("kind") != "CauseModel" or d.get("version") != 2:
+            raise StaleClassifierError("not a saved CauseModel of this version")
         if list(d["feature_names"]) != feature_names():
-            raise ValueError("the saved classifier was fitted on another feature set; refit it")
-        self = cls(C=d["C"], random_state=d["random_state"])
+            raise StaleClassifierError("the saved classifier was fitted on another feature set")
+        self = cls(C=d["C"], shared=d["shared"], views=d["views"], random_state=d["random_state"])
         self.feature_names_in_ = np.array(d["feature_names"])
-        self.cause_features_ = list(d["cause_features"])
-        k = len(self.cause_features_)
-        self.imputer_ = SimpleImputer(strategy="median").fit(np.zeros((1, k)))
-        self.imputer_.statistics_ = np.array(d["imputer_statistics"], dtype=float)
-        self.scaler_ = StandardScaler().fit(np.zeros((2, k)))
-        self.scaler_.mean_ = np.array(d["scaler_mean"])
-        self.scaler_.scale_ = np.array(d["scaler_scale"])
-        self.model_ = LogisticRegression()
-        self.model_.classes_ = np.array(d["classes"])
-        self.model_.coef_ = np.array(d["coef"])
-        self.model_.intercept_ = np.array(d["intercept"])
-        self.classes_ = np.array(LABELS)
+        self.classes_ = np.array(CLASSES)
+        self.constant_ = dict(d["constant"])
+        self.blocks_, self.models_ = {}, {}
+        for c, m in d["models"].items():
+            p = _pipeline(self.C, self.random_state)
+            imp, sc, lr = p[0], p[1], p[2]
+            k = len(m["features"])
+            imp.fit(np.zeros((1, k)))
+            imp.statistics_ = np.array(m["impute"], dtype=float)
+            sc.fit(np.zeros((2, k)))
+            sc.mean_, sc.scale_ = np.array(m["mean"]), np.array(m["scale"])
+            lr.classes_ = np.array([int(x) if x.isdigit() else x for x in m["classes"]])
+            lr.coef_, lr.intercept_ = np.array(m["coef"]), np.array(m["intercept"])
+            self.blocks_[c], self.models_[c] = list(m["features"]), p
         return self
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, provenance: Mapping[str, Any] | None = None) -> None:
         from diagnose import store
 
-        store.write_json(Path(path), self.to_dict())
+        store.write_json(Path(path), {**self.to_dict(), "provenance": dict(provenance or {})})
 
     @classmethod
-    def load(cls, path: str | Path) -> "CauseClassifier":
+    def load(cls, path: str | Path) -> "CauseModel":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-# -- evidence in words ---------------------------------------------------------------------
+def gate(trend: Mapping[str, Any], unreadable: Sequence[str] = ()) -> str | None:
+    """The rule before the cause model: ``undetermined`` when the family cannot read the
+    task (``unreadable`` gives the reasons), ``no_inverse_scaling`` when the trend rule
+    does not call the curve inverse-like; None when the cause model decides."""
+    from diagnose.trends import INVERSE_LIKE
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
-# views whose own answer is the tempting one: what their accuracy says, and their name
-_VIEW_SENTENCES = {
-    "prior": ("With the instruction removed (prior view), {m} picks the memorized/prior answer "
-              "in {acc} of examples", "prior-view"),
-    "easy": ("The distractor sub-task alone (easy view) is solved in {acc} of examples by {m}",
-             "easy-view"),
-    "human": ("Asked in the imitated register (human view), {m} gives what that register says "
-              "in {acc} of examples", "human-view"),
-}
-
-
-def evidence_sentences(f: Mapping[str, float], trend: Mapping[str, Any],
-                       largest: str = "the largest model") -> list[str]:
-    """What the features say, in sentences a researcher can check against the results."""
-    s: list[str] = []
-    fin = lambda k: k in f and f[k] is not None and np.isfinite(f[k])  # noqa: E731
-    if fin("drop_large"):
-        s.append(f"Accuracy goes from {f['acc_small']:.2f} for the smallest model to "
-                 f"{f['acc_large']:.2f} for {largest}; the best smaller model reaches {f['acc_best_smaller']:.2f}, "
-                 f"{100 * f['drop_large']:+.0f} points above the largest. The trend rule says "
-                 f"'{trend.get('label')}' (confidence {trend.get('confidence', float('nan')):.2f}); "
-                 f"{_pct(f['p_inverse'])} of bootstrap replicates are inverse-like.")
-    for v, (what, name) in _VIEW_SENTENCES.items():
-        if fin(f"{v}_acc_large"):
-            s.append(what.format(m=largest, acc=_pct(f[f"{v}_acc_large"]))
-                     + f" (trend {f[f'{v}_acc_slope']:+.2f} per decade of parameters).")
-        if fin(f"{v}_agree_large"):
-            s.append(f"Where {largest} is wrong, its answer equals its {name} answer in "
-                     f"{_pct(f[f'{v}_agree_large'])} of cases.")
-    for v, what in (("zero_shot", "Removing the demonstrations"),
-                    ("balanced", "Balancing the demonstrations' spurious feature")):
-        if fin(f"{v}_gap_large"):
-            s.append(f"{what} changes the accuracy of {largest} by {100 * f[f'{v}_gap_large']:+.0f} "
-                     f"points (trend {100 * f[f'{v}_gap_slope']:+.0f} points per decade).")
-    if fin("commit_large"):
-        s.append(f"On its wrong answers {largest} commits at {_pct(f['commit_large'])} of its "
-                 f"depth (logit lens; trend {f['commit_slope']:+.2f} per decade: negative = "
-                 "earlier in larger models).")
-    if fin("overwrite_large"):
-        s.append(f"In {_pct(f['overwrite_large'])} of the wrong answers of {largest} the "
-                 "correct class led at an intermediate layer and was overwritten later.")
-    if fin("know_gap_large"):
-        s.append(f"A linear probe on the residual stream of {largest} is "
-                 f"{100 * f['know_gap_large']:+.0f} points more accurate than its output "
-                 "(knows-but-does-not-say gap).")
-    present = [v for v in VIEWS if f.get(f"{v}_present")]
-    if not present:
-        s.append("The task has no counterfactual views, so the cause rests on the trend and "
-                 "the probes only (less evidence).")
-    return s
+    if unreadable:
+        return UNDETERMINED
+    if trend.get("label") not in INVERSE_LIKE:
+        return NO_INVERSE
+    return None

@@ -1,17 +1,25 @@
-"""The ``classify`` stage: label a task's cause, and validate the classifier on planted
-tasks it never saw.
+"""The ``classify`` stage: a task's verdict from the records, and the validation of the
+cause classifier across planted designs it was not fitted on.
 
-Units. A planted task is cut by template: each (task, template) is one unit with a
-known label. The answer key is behavioural: a planted task's units carry its planted
-cause when the whole task (every template) scales inversely on the family by the trend
-rule, else ``no_inverse_scaling`` (a planted ingredient that did not take, such as a
-saying never seen inside the instruction frame, has no cause to find); controls are
-``no_inverse_scaling``. The key that labels every planted unit with its cause, whatever
-the models did, is reported beside it (``accuracy_planted_key``). Templates
-0-1 (and their words) are the classifier's training split, 2-3 the held-out split, so
-held-out accuracy measures generalisation to surface forms and vocabulary the
-classifier never saw. Training units are augmented with bootstrap resamples of their
-examples (the sampling noise a real task has); held-out units are scored once.
+Everything here reads per-model records (``diagnose.capture``, ``diagnose.readings``)
+through ``diagnose.evidence``; nothing runs a model.
+
+Verdict of one task (``classification.json``): the gate (``diagnose.classifier.gate``)
+first, a rule: ``undetermined`` when the family cannot show anything on the task (every
+model within its interval of chance, most prompt tokens unknown to the tokenizer, too
+few examples scored by every model), ``no_inverse_scaling`` when the trend rule does
+not call the accuracy curve inverse-like; otherwise the cause model's label, which is
+``undetermined`` too when no tested cause is supported. Every cause is reported as
+supported, not supported or untested, with the views built and the reasons others
+could not be.
+
+Validation (``validate_designs``): the units are tasks (a bootstrap resample of a task
+is not an independent unit). Every planted cause has several independently designed
+plantings (``metadata["design"]``); each fold fits the cause model on one design of
+every cause (with their controls) and labels the tasks of the other designs, so the
+classifier is judged on designs it never saw. The answer key is behavioural: a planted
+task is labelled with its cause when it scales inversely on the family by the trend
+rule, else ``no_inverse_scaling``; controls are ``no_inverse_scaling``.
 """
 
 from __future__ import annotations
@@ -22,329 +30,402 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from diagnose import store
-from diagnose.classifier import (CAUSES, LABELS, NO_INVERSE, CauseClassifier, _pct,
-                                 evidence_sentences)
-from diagnose.evidence import FamilyEvidence, family_evidence
-from diagnose.families import Family
-from diagnose.features import VIEWS, unit_features
-from diagnose.tasks import Task
+from diagnose.causes import CAUSES, NO_INVERSE, UNDETERMINED, UNTESTED, VERDICTS
+from diagnose.classifier import CLASSES, CauseModel, cause_block, gate
+from diagnose.evidence import FamilyEvidence
+from diagnose.explain import pct, sentences
+from diagnose.features import SHARED_FEATURES, feature_names, unit_features
+from diagnose.trends import INVERSE_LIKE, trend_from_outcomes
+from diagnose.views import VIEWS, views_testing
+
+MIN_SCORED = 20
+UNK_SHARE = 0.5
 
 
-@dataclass
-class Unit:
-    task: str
-    template: Any
-    split: str
-    label: str
-    evidence: FamilyEvidence
-    idx: np.ndarray
-    planted: str = NO_INVERSE  # the planted cause (NO_INVERSE for a control)
+# -- can the family read the task? ------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return f"{self.task}/t{self.template}"
+def unreadable_reasons(ev: FamilyEvidence | None, unk_shares: Sequence[float | None] = (),
+                       n_classes: int | None = None, n_scored: int | None = None) -> list[str]:
+    """Why a family cannot show anything on a task (empty: it can). ``ev`` gives the
+    examples scored by every model and their outcomes; without it (a sequence_prob
+    task) ``n_scored`` gives the count."""
+    from diagnose.metrics import bootstrap_ci
 
-
-def task_label(task: Task) -> str:
-    cause = task.metadata.get("cause")
-    return cause if cause in CAUSES else NO_INVERSE
-
-
-def scales_inversely(ev: FamilyEvidence, seed: int = 0) -> bool:
-    """Does the whole task scale inversely on this family (trend rule on accuracy)?"""
-    from diagnose.trends import trend_from_outcomes
-
-    correct = np.stack([m.correct for m in ev.models]).astype(float)
-    return trend_from_outcomes(ev.n_params, correct, higher_is_better=True,
-                               seed=seed).scales_inversely
-
-
-def units_of(task: Task, ev: FamilyEvidence) -> list[Unit]:
-    planted = task_label(task)
-    label = planted if planted != NO_INVERSE and scales_inversely(ev) else NO_INVERSE
-    by_t: dict[Any, list[int]] = {}
-    for i, e in enumerate(task.examples):
-        by_t.setdefault(e.metadata.get("template"), []).append(i)
     out = []
-    for t, idx in sorted(by_t.items(), key=lambda kv: str(kv[0])):
-        split = task.examples[idx[0]].metadata.get("split", "train")
-        out.append(Unit(task.name, t, split, label, ev, np.array(idx), planted))
+    shares = [u for u in unk_shares if u is not None]
+    if shares and min(shares) > UNK_SHARE:
+        out.append(f"{pct(min(shares))} or more of the prompt tokens are unknown to the "
+                   "models' tokenizer: the models do not read this task's language")
+    both = ev.scored_by_all if ev is not None else None
+    n = int(both.sum()) if both is not None else int(n_scored or 0)
+    if n < MIN_SCORED:
+        out.append(f"only {n} examples could be scored by every model "
+                   f"(at least {MIN_SCORED} are needed)")
+    elif ev is not None and n_classes:
+        chance = 1.0 / n_classes
+        cis = [bootstrap_ci(m.correct[both].astype(float)) for m in ev.models]
+        if all(lo <= chance <= hi for lo, hi in cis):
+            out.append(f"every model is within its 95% interval of chance ({chance:.2f})")
     return out
 
 
-def planted_units(tasks: Sequence[Task], family: Family, cache_dir: Path,
-                  progress: bool = True) -> list[Unit]:
-    units = []
-    for task in tasks:
-        ev = family_evidence(task, family, cache_dir=cache_dir / task.name, progress=progress)
-        units += units_of(task, ev)
-    return units
+# -- one task ---------------------------------------------------------------------------
+
+def _untested_because(views_report: dict | None) -> dict[str, str]:
+    if not views_report:
+        return {}
+    na = views_report.get("not_applicable", {})
+    return {c: "; ".join(f"{v}: {na.get(v, 'not built')}" for v in views_testing(c))
+            for c in CAUSES}
 
 
-def unit_matrix(units: Sequence[Unit], augment: int = 0, seed: int = 0, n_boot: int = 300,
-                key: str = "behavioural") -> tuple[list[dict], list[str], list[str]]:
-    """Feature dicts, labels and unit names; ``augment`` bootstrap copies per unit.
-    ``key``: ``behavioural`` (``Unit.label``) or ``planted`` (``Unit.planted``)."""
-    rng = np.random.default_rng(seed)
-    X, y, names = [], [], []
-    for u in units:
-        lab = u.label if key == "behavioural" else u.planted
-        f, _ = unit_features(u.evidence, u.idx, n_boot=n_boot, seed=seed)
-        X.append(f), y.append(lab), names.append(u.name)
-        for b in range(augment):
-            idx = rng.choice(u.idx, size=len(u.idx), replace=True)
-            f, _ = unit_features(u.evidence, idx, n_boot=n_boot, seed=seed + b + 1)
-            X.append(f), y.append(lab), names.append(f"{u.name}#b{b}")
-    return X, y, names
-
-
-def confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> list[list[int]]:
-    m = np.zeros((len(LABELS), len(LABELS)), dtype=int)
-    for t, p in zip(y_true, y_pred):
-        m[LABELS.index(t), LABELS.index(p)] += 1
-    return m.tolist()
-
-
-def heldout_validation(units: Sequence[Unit], augment: int = 8, seed: int = 0,
-                       key: str = "behavioural") -> dict[str, Any]:
-    """Fit on the train-template units, evaluate on the held-out-template units.
-    ``key`` labels the training units (the held-out report gives both keys)."""
-    train = [u for u in units if u.split == "train"]
-    held = [u for u in units if u.split != "train"]
-    if not held:
-        raise ValueError("no held-out units: planted tasks carry templates split train/heldout")
-    Xtr, ytr, _ = unit_matrix(train, augment=augment, seed=seed, key=key)
-    if len(set(ytr) - {NO_INVERSE}) < 2:
-        raise ValueError(
-            f"only {sorted(set(ytr) - {NO_INVERSE})} of the planted causes scale inversely on this "
-            "family's training templates; the cause model needs at least two (train the default "
-            "organisms, or pass key='planted' to label every planted unit with its cause)")
-    clf = CauseClassifier(random_state=seed).fit(Xtr, ytr)
-    Xh, yh, names = unit_matrix(held, augment=0, seed=seed)
-    proba = clf.predict_proba(Xh)
-    pred = list(clf.predict(Xh))
-    acc = float(np.mean([p == t for p, t in zip(pred, yh)]))
-    controls = [p for p, u in zip(pred, held) if u.planted == NO_INVERSE]
-    took = [(p, t) for p, t, u in zip(pred, yh, held) if u.planted != NO_INVERSE and t != NO_INVERSE]
-    planted_key = [u.planted for u in held]
-    return {
-        "accuracy": acc, "n": len(yh), "labels": list(LABELS),
-        "confusion": confusion(yh, pred),
-        "controls_no_inverse": (float(np.mean([p == NO_INVERSE for p in controls]))
-                                if controls else None),
-        "cause_accuracy_where_planted_and_inverse": (float(np.mean([p == t for p, t in took]))
-                                                     if took else None),
-        "n_planted_and_inverse": len(took),
-        "accuracy_planted_key": float(np.mean([p == t for p, t in zip(pred, planted_key)])),
-        "confusion_planted_key": confusion(planted_key, pred),
-        "n_train_units": len(train), "n_train_rows": len(Xtr), "augment": augment,
-        "units": [{"unit": n, "true": t, "planted": u.planted, "pred": p,
-                   "probabilities": dict(zip(LABELS, map(float, pr)))}
-                  for n, t, u, p, pr in zip(names, yh, held, pred, proba)],
-    }
-
-
-def fit_on_units(units: Sequence[Unit], augment: int = 8, seed: int = 0,
-                 key: str = "behavioural") -> CauseClassifier:
-    X, y, _ = unit_matrix(units, augment=augment, seed=seed, key=key)
-    if len(set(y) - {NO_INVERSE}) < 2:  # e.g. a family too small to show the causes
-        X, y, _ = unit_matrix(units, augment=augment, seed=seed, key="planted")
-    return CauseClassifier(random_state=seed).fit(X, y)
-
-
-def classify_evidence(clf: CauseClassifier, ev: FamilyEvidence, n_boot: int = 1000,
-                      seed: int = 0, notes: Sequence[str] = ()) -> dict[str, Any]:
+def classify(model: CauseModel, ev: FamilyEvidence, views_report: dict | None = None,
+             unreadable: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
+             notes: Sequence[str] = ()) -> dict[str, Any]:
     """``classification.json`` for one task."""
-    f, trend = unit_features(ev, None, n_boot=n_boot, seed=seed)
-    proba = clf.predict_proba([f])[0]
-    label = str(clf.predict([f])[0])
     from diagnose.plots import display_name
 
+    f, trend = unit_features(ev, None, n_boot=n_boot, seed=seed)
+    proba = model.predict_proba([f])[0]
+    support = model.support([f])[0]
+    tests = model.tests([f])[0]
+    ruled = gate(trend, unreadable)
+    label = ruled or str(model.classes_[int(proba.argmax())])
+    if ruled == UNDETERMINED:
+        decided = "gate: the family cannot show anything on this task"
+    elif ruled == NO_INVERSE:
+        decided = f"gate: the trend rule calls the curve '{trend['label']}'"
+    elif label == UNDETERMINED:
+        decided = "cause model: no tested cause is supported by the evidence"
+    else:
+        decided = "cause model"
     largest = display_name(ev.models[-1].id)
-    evidence = evidence_sentences(f, trend, largest=f"the largest model ({largest})")
-    top_cause = LABELS[int(proba.argmax())]
-    if label == NO_INVERSE and top_cause != NO_INVERSE:
-        evidence.append(f"The trend rule does not call this curve inverse ('{trend['label']}'), "
-                        f"so no cause is named, although {_pct(f['p_inverse'])} of the bootstrap "
-                        f"replicates are inverse-like (the cause model's probabilities, led by "
-                        f"{top_cause}, are shown for reference).")
-    drivers = clf.contributions(f, label) if label != NO_INVERSE else []
-    if drivers:
-        top = ", ".join(f"{n} ({c:+.2f})" for n, c in drivers[:3])
-        evidence.append(f"Features that pushed the label most (coefficient x standardized "
-                        f"value): {top}.")
-    low = [n for n in notes]
-    if not any(f.get(f"{v}_present") for v in VIEWS):
-        low.append("no counterfactual views")
-    evidence += [f"Low evidence: {n}." for n in low]
+    ev_sent = sentences(f, trend, tests, largest=f"the largest model ({largest})")
+    if label in CAUSES:
+        top = ", ".join(f"{n} ({c:+.2f})" for n, c in model.contributions(f, label)[:3])
+        if top:
+            ev_sent.append(f"Features that pushed {label} most (coefficient x standardized "
+                           f"value): {top}.")
+    notes = list(notes) + list(unreadable)
+    because = _untested_because(views_report)
     return {
         "task": ev.task,
         "trend": {"label": trend["label"], "confidence": trend["confidence"],
-                  "label_probabilities": trend.get("label_probabilities")},
-        "cause": {"label": label, "probabilities": dict(zip(LABELS, map(float, proba)))},
-        "evidence_level": "low" if low else "normal",
-        "evidence_notes": low,
-        "evidence": evidence,
+                  "label_probabilities": trend.get("label_probabilities"),
+                  "reason": trend.get("reason")},
+        "cause": {"label": label, "decided_by": decided,
+                  "probabilities": {c: float(p) for c, p in zip(CLASSES, proba)},
+                  "support": {c: (None if np.isnan(p) else float(p)) for c, p in zip(CAUSES, support)},
+                  "p_inverse": f.get("p_inverse")},
+        "tests": tests,
+        "untested_because": {c: because.get(c, "") for c, t in tests.items() if t == UNTESTED},
+        "views": views_report or {},
+        "evidence_level": "low" if notes else "normal",
+        "evidence_notes": notes,
+        "evidence": ev_sent + [f"Low evidence: {n}." for n in notes],
         "features": f,
         "models": [{"id": m.id, "n_params": m.n_params,
-                    "accuracy": float(m.correct.mean())} for m in ev.models],
+                    "accuracy": float(m.correct[m.scored].mean()) if m.scored.any() else None,
+                    "n_scored": int(m.scored.sum())} for m in ev.models],
     }
 
 
-# -- the default classifier and the two entry points ---------------------------------------
+def classify_sequence_prob(scores: Sequence[Any], task: str, views_report: dict | None,
+                           unreadable: Sequence[str], seed: int = 0) -> dict[str, Any]:
+    """A sequence_prob task: the trend of its ISP loss; the cause model reads class
+    choices, so no cause is named (``undetermined`` when the loss is inverse-like)."""
+    from diagnose.trends import trend_from_task_scores
 
-def organisms_units(cfg: Any = None, family_dir: Path | None = None,
-                    progress: bool = True) -> tuple[list[Unit], Path]:
-    """Units of every planted and control task on the organisms family (built if needed)."""
-    from diagnose.families import load_family_manifest
-    from experiments.organisms.config import OrganismConfig
-    from experiments.organisms.family import build_family
-    from experiments.organisms.planted import planted_tasks
-
-    if family_dir is not None and cfg is None:
-        # the planted tasks come from the family's own world (its seed), not the default's
-        from experiments.organisms.family import load_config
-
-        cfg = load_config(family_dir)
-    cfg = cfg or OrganismConfig.default()
-    family_dir = Path(family_dir) if family_dir else build_family(cfg, progress=progress)
-    family = load_family_manifest(family_dir)
-    tasks = planted_tasks(cfg, "all", controls=True)
-    return planted_units(tasks, family, family_dir / "evidence", progress=progress), family_dir
-
-
-def default_classifier(cfg: Any = None, family_dir: Path | None = None, progress: bool = True,
-                       refit: bool = False) -> CauseClassifier:
-    """The classifier fitted on every planted unit of the organisms, cached as JSON in the
-    family directory (``classifier.json``)."""
-    units, family_dir = organisms_units(cfg, family_dir, progress)
-    path = family_dir / "classifier.json"
-    if path.is_file() and not refit:
-        try:
-            return CauseClassifier.load(path)
-        except (ValueError, KeyError):
-            pass  # fitted on another feature set: refit below
-    clf = fit_on_units(units)
-    clf.save(path)
-    return clf
-
-
-def evidence_notes(task: Task, ev: FamilyEvidence | None, tokenizer: Any = None) -> list[str]:
-    """Reasons a label rests on weak evidence, each one measured."""
-    notes = []
-    if tokenizer is not None and getattr(tokenizer, "unk_token_id", None) is not None:
-        ids = tokenizer([e.prompt for e in task.examples], add_special_tokens=False)["input_ids"]
-        total = sum(len(x) for x in ids)
-        unk = sum(sum(t == tokenizer.unk_token_id for t in x) for x in ids)
-        if total and unk / total > 0.1:
-            notes.append(f"{100 * unk / total:.0f}% of the prompt tokens are unknown to the "
-                         "models' tokenizer: the models do not speak this task's language")
-    n_cls = task.n_classes
-    if n_cls and ev is not None:
-        from diagnose.metrics import bootstrap_ci
-
-        chance = 1.0 / n_cls
-        cis = [bootstrap_ci(m.correct.astype(float)) for m in ev.models]
-        if all(lo <= chance <= hi for lo, hi in cis):
-            notes.append(f"every model is within its 95% interval of chance ({chance:.2f})")
-    return notes
-
-
-def classify_task(task: Task, family: Family, out_dir: str | Path,
-                  clf: CauseClassifier | None = None, progress: bool = True, seed: int = 0,
-                  device: str | None = None, dtype: str | None = None) -> dict[str, Any]:
-    """Label ``task`` over ``family``; write ``out_dir/classification.json``."""
-    from transformers import AutoTokenizer
-
-    from experiments.isp_adapters import adapt
-
-    if len(family.models) < 2:
-        raise ValueError("a scaling trend needs at least two models")
-    adapted = adapt(task)
-    task = adapted.task
-    out = Path(out_dir)
-    if task.format != "classification":
-        result = _trend_only(task, family, seed, progress, device, dtype)
-        result.update(views=list(task.view_names), adapter=adapted.adapter)
-        store.write_json(out / "classification.json", result)
-        return result
-    clf = clf or default_classifier(progress=progress)
-    ev = family_evidence(task, family, cache_dir=out / "evidence", seed=seed, device=device,
-                         dtype=dtype, progress=progress)
-    tok = AutoTokenizer.from_pretrained(family.models[0].source)
-    result = classify_evidence(clf, ev, seed=seed, notes=evidence_notes(task, ev, tok))
-    result["views"] = list(task.view_names)
-    result["adapter"] = adapted.adapter
-    if adapted.adapter:
-        result["isp_cause"] = task.metadata.get("isp_cause")
-    store.write_json(out / "classification.json", result)
-    return result
-
-
-def _trend_only(task: Task, family: Family, seed: int, progress: bool, device: str | None,
-                dtype: str | None) -> dict[str, Any]:
-    """A sequence_prob or logodds task: the trend of its ISP loss, and no cause, since the
-    cause model reads which class each model picks."""
-    from diagnose.families import free_model, load_model
-    from diagnose.scoring import score_task
-    from diagnose.trends import INVERSE_LIKE, trend_from_task_scores
-
-    scores = []
-    for spec in family.models:
-        model = load_model(spec, device=device, dtype=dtype)
-        try:
-            scores.append(score_task(model, task))
-        finally:
-            free_model(model)
-    tr = trend_from_task_scores(scores, seed=seed)["loss"]
-    d = tr.to_dict()
-    q = float(sum(d["label_probabilities"].get(k, 0.0)
-                  for k in INVERSE_LIKE))
-    label = NO_INVERSE if q < 0.5 else None
-    from transformers import AutoTokenizer
-
-    note = (f"{task.format} task: the cause model reads class choices, so only the trend of "
-            "the ISP loss is reported")
-    notes = [note] + evidence_notes(task, None,
-                                    AutoTokenizer.from_pretrained(family.models[0].source))
+    d = trend_from_task_scores(scores, seed=seed)["loss"].to_dict()
+    note = ("sequence_prob task: the cause model reads which class each model picks, so "
+            "only the trend of the ISP loss is reported")
+    notes = [note] + list(unreadable)
+    ruled = gate(d, unreadable)
     return {
-        "task": task.name,
+        "task": task,
         "trend": {"label": d["label"], "confidence": d["confidence"], "metric": "loss",
-                  "label_probabilities": d["label_probabilities"]},
-        "cause": {"label": label, "probabilities": {NO_INVERSE: 1.0 - q}},
+                  "label_probabilities": d["label_probabilities"], "reason": d.get("reason")},
+        "cause": {"label": ruled or UNDETERMINED,
+                  "decided_by": ("gate" if ruled else "no cause model for sequence_prob"),
+                  "probabilities": {}, "support": {}, "p_inverse": float(
+                      sum(d["label_probabilities"].get(k, 0.0) for k in INVERSE_LIKE))},
+        "tests": {c: UNTESTED for c in CAUSES},
+        "untested_because": {c: "sequence_prob: no class choices to compare" for c in CAUSES},
+        "views": views_report or {},
         "evidence_level": "low", "evidence_notes": notes,
         "evidence": [d.get("reason", "")] + [f"Low evidence: {n}." for n in notes],
         "models": [{"id": s.model_id, "n_params": s.n_params,
-                    "loss": float(np.mean(s.loss))} for s in scores],
+                    "loss": float(np.nanmean(s.loss))} for s in scores],
     }
 
 
 def format_classification(r: dict[str, Any]) -> str:
-    probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cause"]["probabilities"].items(),
+    c = r["cause"]
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["probabilities"].items(),
                                                          key=lambda kv: -kv[1]))
-    if r["cause"]["label"] is None:
-        probs += "; cause not determinable"
-    lines = [f"{r['task']}: trend {r['trend']['label']} (confidence {r['trend']['confidence']:.2f});"
-             f" cause {r['cause']['label']} [{probs}]; evidence {r['evidence_level']}"]
+    tests = ", ".join(f"{k}: {v}" for k, v in r["tests"].items())
+    lines = [f"{r['task']}: trend {r['trend']['label']} (confidence "
+             f"{(r['trend']['confidence'] or 0):.2f}); verdict {c['label']} ({c['decided_by']})",
+             f"  cause model [{probs}]", f"  tests: {tests}"]
     lines += [f"  - {s}" for s in r["evidence"]]
     return "\n".join(lines)
 
 
-def format_heldout(h: dict[str, Any]) -> str:
-    short = ["prior", "imitation", "distractor", "few-shot", "no-inverse"]
-    lines = [f"held-out accuracy {h['accuracy']:.3f} on {h['n']} units "
-             f"(trained on {h['n_train_units']} units x {h['augment'] + 1} resamples)",
-             "true \\ predicted".ljust(18) + "".join(f"{s:>11}" for s in short)]
-    for s, row in zip(short, h["confusion"]):
-        lines.append(f"{s:<18}" + "".join(f"{v:>11}" for v in row))
-    if h.get("controls_no_inverse") is not None:
-        lines.append(f"controls labelled no_inverse_scaling: {h['controls_no_inverse']:.2f}")
-    if h.get("cause_accuracy_where_planted_and_inverse") is not None:
-        lines.append(f"cause right on planted units that scale inversely: "
-                     f"{h['cause_accuracy_where_planted_and_inverse']:.2f} "
-                     f"(n={h['n_planted_and_inverse']})")
-    if h.get("accuracy_planted_key") is not None:
-        lines.append(f"accuracy against the planted key (every planted unit = its cause, "
-                     f"whatever the models did): {h['accuracy_planted_key']:.3f}")
+# -- validation across designs -------------------------------------------------------------
+
+@dataclass
+class TaskUnit:
+    task: str
+    design: str
+    planted: str          # the planted cause, or no_inverse_scaling for a control
+    control: bool
+    evidence: FamilyEvidence
+    label: str = NO_INVERSE   # the behavioural answer key
+
+    def __post_init__(self) -> None:
+        if not self.control and self.planted in CAUSES and scales_inversely(self.evidence):
+            self.label = self.planted
+
+
+def scales_inversely(ev: FamilyEvidence, seed: int = 0) -> bool:
+    both = ev.scored_by_all
+    correct = np.stack([m.correct[both] for m in ev.models]).astype(float)
+    return trend_from_outcomes(ev.n_params, correct, higher_is_better=True,
+                               seed=seed).scales_inversely
+
+
+def design_folds(units: Sequence[TaskUnit]) -> list[tuple[list[str], list[str]]]:
+    """Fold k trains on the k-th design of every cause and tests on the other designs."""
+    by_cause: dict[str, list[str]] = {}
+    for u in units:
+        if not u.control:
+            d = by_cause.setdefault(u.planted, [])
+            if u.design not in d:
+                d.append(u.design)
+    short = {c: len(d) for c, d in by_cause.items() if len(d) < 2}
+    if short or set(by_cause) != set(CAUSES):
+        missing = [c for c in CAUSES if c not in by_cause]
+        raise ValueError("leave-one-design-out needs at least two designs of every cause; "
+                         f"missing: {missing or '-'}, with one design: {sorted(short) or '-'}")
+    k = max(len(d) for d in by_cause.values())
+    folds = []
+    for i in range(k):
+        train = sorted({d[i] for d in by_cause.values() if i < len(d)})
+        test = sorted({x for d in by_cause.values() for x in d} - set(train))
+        folds.append((train, test))
+    return folds
+
+
+def training_rows(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
+                  n_boot: int = 200) -> tuple[list[dict], list[str], list[str]]:
+    """Features and labels for the cause model: each task whose label is a cause (it
+    scales inversely), and each control as a unit where no cause is at work, with
+    ``augment`` bootstrap resamples of its examples (the noise a real task has)."""
+    rng = np.random.default_rng(seed)
+    X, y, names = [], [], []
+    for u in units:
+        if not u.control and u.label == NO_INVERSE:
+            continue  # a planted ingredient that did not take: neither cause nor control
+        n = len(u.evidence.example_ids)
+        for b in range(augment + 1):
+            idx = None if b == 0 else rng.integers(0, n, size=n)
+            f, _ = unit_features(u.evidence, idx, n_boot=n_boot, seed=seed + b)
+            X.append(f), y.append(u.label), names.append(f"{u.task}#{b}")
+    return X, y, names
+
+
+def _confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> list[list[int]]:
+    m = np.zeros((len(VERDICTS), len(VERDICTS)), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        m[VERDICTS.index(t), VERDICTS.index(p)] += 1
+    return m.tolist()
+
+
+def _label(model: Any, f: dict, trend: dict) -> str:
+    return gate(trend) or str(model.predict([f])[0])
+
+
+def _presence(f: dict) -> np.ndarray:
+    return np.array([float(np.isfinite(f.get(f"{v}_tempt_large", np.nan))
+                           or np.isfinite(f.get(f"{v}_fix_large", np.nan))) for v in VIEWS])
+
+
+class PresenceOnly:
+    """The model a reviewer fears: which views a task carries, and nothing else."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, X: list[dict], y: list[str]) -> "PresenceOnly":
+        from sklearn.linear_model import LogisticRegression
+
+        keep = [i for i, lab in enumerate(y) if lab in CAUSES]
+        self.m = LogisticRegression(max_iter=2000, random_state=self.seed).fit(
+            np.stack([_presence(X[i]) for i in keep]), [y[i] for i in keep])
+        return self
+
+    def predict(self, X: list[dict]) -> np.ndarray:
+        return self.m.predict(np.stack([_presence(f) for f in X]))
+
+
+def _drop_view(f: dict, view: str) -> dict:
+    g = dict(f)
+    for k in g:
+        if k.startswith(f"{view}_"):
+            g[k] = float("nan")
+    return g
+
+
+def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
+                     n_boot: int = 500) -> dict[str, Any]:
+    """Leave-one-design-out validation at task level (``validation.json``)."""
+    folds = design_folds(units)
+    feats = {u.task: unit_features(u.evidence, None, n_boot=n_boot, seed=seed) for u in units}
+    variants = {"main": dict(), "lens_probe_only": dict(views=False), "presence_only": None}
+    preds: dict[str, dict[str, str]] = {k: {} for k in variants}
+    fold_out, unchanged = [], []
+    for train_d, test_d in folds:
+        train = [u for u in units if u.design in train_d]
+        test = [u for u in units if u.design in test_d]
+        X, y, _ = training_rows(train, augment=augment, seed=seed)
+        models = {k: (PresenceOnly(seed).fit(X, y) if kw is None else
+                      CauseModel(random_state=seed, **kw).fit(X, y))
+                  for k, kw in variants.items()}
+        for u in test:
+            f, trend = feats[u.task]
+            for k, m in models.items():
+                preds[k][u.task] = _label(m, f, trend)
+            # the label must not move when a view whose cause is not the label is removed
+            lab = preds["main"][u.task]
+            if lab in CAUSES:
+                for v, spec in VIEWS.items():
+                    if spec.tests != lab and np.isfinite(f.get(f"{v}_fix_large", np.nan)):
+                        unchanged.append(_label(models["main"], _drop_view(f, v), trend) == lab)
+        fold_out.append({"train_designs": train_d, "test_designs": test_d, "n": len(test),
+                         "accuracy": float(np.mean([preds["main"][u.task] == u.label
+                                                    for u in test])) if test else None})
+
+    def summary(pred: dict[str, str]) -> dict[str, Any]:
+        yt = [u.label for u in units]
+        yp = [pred[u.task] for u in units]
+        recall = {}
+        for lab in VERDICTS:
+            idx = [i for i, t in enumerate(yt) if t == lab]
+            if idx:
+                recall[lab] = float(np.mean([yp[i] == lab for i in idx]))
+        ctrl = [pred[u.task] == NO_INVERSE for u in units if u.control]
+        return {"accuracy": float(np.mean([a == b for a, b in zip(yt, yp)])), "n": len(yt),
+                "confusion": _confusion(yt, yp), "per_cause_recall": recall,
+                "controls_no_inverse": float(np.mean(ctrl)) if ctrl else None}
+
+    main = summary(preds["main"])
+    blocks = sorted({n for c in CAUSES for n in cause_block(c)})
+    return {
+        "protocol": "leave-one-design-out", **main, "labels": list(VERDICTS),
+        "folds": fold_out,
+        "features": [n for n in feature_names() if n in blocks],
+        "lens_probe_only": {**summary(preds["lens_probe_only"]),
+                            "features": list(SHARED_FEATURES)},
+        "presence_ablation": {
+            "presence_only": {**summary(preds["presence_only"]),
+                              "features": [f"{v}_present" for v in VIEWS],
+                              "what": "a model that reads only which views each task carries"},
+            "label_unchanged_when_a_view_not_in_play_is_removed": (
+                float(np.mean(unchanged)) if unchanged else None),
+            "n_removals": len(unchanged),
+            "main_model_reads_presence": False,
+        },
+        "units": [{"task": u.task, "design": u.design, "planted": u.planted,
+                   "control": u.control, "true": u.label, "pred": preds["main"][u.task],
+                   "pred_lens_probe_only": preds["lens_probe_only"][u.task],
+                   "pred_presence_only": preds["presence_only"][u.task],
+                   "views": [v for v in VIEWS if _presence(feats[u.task][0])[list(VIEWS).index(v)]],
+                   "trend": feats[u.task][1]["label"]} for u in units],
+        "augment": augment, "seed": seed,
+    }
+
+
+def fit_on_units(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0) -> CauseModel:
+    X, y, _ = training_rows(units, augment=augment, seed=seed)
+    return CauseModel(random_state=seed).fit(X, y)
+
+
+def format_validation(v: dict[str, Any]) -> str:
+    short = ["prior", "imitation", "distractor", "few-shot", "no-inverse", "undetermined"]
+    lines = [f"leave-one-design-out accuracy {v['accuracy']:.3f} on {v['n']} tasks"]
+    for f in v["folds"]:
+        lines.append(f"  fit on {', '.join(f['train_designs'])} -> test on "
+                     f"{', '.join(f['test_designs'])}: {f['accuracy']:.3f} (n={f['n']})")
+    lines.append("true \\ predicted".ljust(18) + "".join(f"{s:>13}" for s in short))
+    for s, row in zip(short, v["confusion"]):
+        lines.append(f"{s:<18}" + "".join(f"{x:>13}" for x in row))
+    if v.get("controls_no_inverse") is not None:
+        lines.append(f"controls labelled no_inverse_scaling: {v['controls_no_inverse']:.2f}")
+    lines.append(f"lens/probe-only model: {v['lens_probe_only']['accuracy']:.3f}; presence-only "
+                 f"model: {v['presence_ablation']['presence_only']['accuracy']:.3f}")
+    u = v["presence_ablation"]["label_unchanged_when_a_view_not_in_play_is_removed"]
+    if u is not None:
+        lines.append(f"label unchanged when a view whose cause is not the label is removed: "
+                     f"{u:.3f} (n={v['presence_ablation']['n_removals']})")
     return "\n".join(lines)
+
+
+# -- the default classifier: fitted on the planted tasks of the default family -----------
+
+def _default_source():
+    from diagnose.families import DEFAULT_FAMILY
+    from diagnose.registry import families
+
+    src = families().get(DEFAULT_FAMILY)
+    if src is None or src.classifier_path is None:
+        raise FileNotFoundError(f"no default classifier: the family {DEFAULT_FAMILY!r} is not "
+                                "registered (is the package installed with its plugins?); pass "
+                                "--classifier FILE")
+    return src
+
+
+def default_classifier_path() -> Path:
+    src = _default_source()
+    return src.classifier_path(src.resolve())
+
+
+def planted_units(family: Any = None, source: Any = None, seed: int = 0,
+                  progress: bool = True) -> list[TaskUnit]:
+    """Every planted and control task of a family, with its evidence (records cached in
+    the family directory under ``evidence/<task>``)."""
+    from diagnose.capture import capture_stage
+    from diagnose.evidence import family_evidence
+    from diagnose.readings import readings_stage
+    from diagnose.runner import run_models
+    from diagnose.views import build_views
+
+    source = source or _default_source()
+    family = family or source.resolve()
+    root = Path(family.metadata.get("dir", ".")) / "evidence"
+    units = []
+    for task in source.planted_tasks(family):
+        task, _ = build_views(task, seed)
+        res = run_models([capture_stage(task), readings_stage(seed)], family, root / task.name,
+                         progress=progress, label=task.name)
+        ev = family_evidence(task.name, res["capture"], res["readings"], task.metadata)
+        meta = task.metadata
+        units.append(TaskUnit(task.name, str(meta.get("design") or meta.get("family_of_templates")),
+                              meta.get("cause") or NO_INVERSE, bool(meta.get("control")), ev))
+    return units
+
+
+def fit_default(units: Sequence[TaskUnit] | None = None, path: str | Path | None = None,
+                seed: int = 0, progress: bool = True) -> CauseModel:
+    """Fit the cause model on every planted task of the default family and save it."""
+    units = list(units) if units is not None else planted_units(seed=seed, progress=progress)
+    model = fit_on_units(units, seed=seed)
+    model.save(path or default_classifier_path(), provenance={
+        "fitted_on": [u.task for u in units], "designs": sorted({u.design for u in units}),
+        "labels": {u.task: u.label for u in units}})
+    return model
+
+
+__all__ = ["classify", "classify_sequence_prob", "unreadable_reasons", "TaskUnit",
+           "validate_designs", "fit_on_units", "format_validation", "format_classification",
+           "design_folds", "training_rows", "scales_inversely", "planted_units", "fit_default",
+           "default_classifier_path"]

@@ -12,7 +12,6 @@ loaded) print one line naming the input and what to do, and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
@@ -27,12 +26,12 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from diagnose.engine import ContextTooLongError
+    from diagnose.classifier import StaleClassifierError
     from diagnose.families import FamilyError, ModelUnavailableError
     from diagnose.loaders import TaskFormatError
 
-    return (UserError, TaskFormatError, FamilyError, ModelUnavailableError, ContextTooLongError,
-            FileNotFoundError)
+    return (UserError, TaskFormatError, FamilyError, ModelUnavailableError,
+            StaleClassifierError, FileNotFoundError)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -105,24 +104,41 @@ def format_summary(summary: dict) -> str:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from diagnose.probe_stage import ProbeError, probe_family
+    from diagnose.capture import capture_stage
+    from diagnose.probe_stage import ProbeError, patching_stage, tuned_lens_stage, write_probes
+    from diagnose.readings import readings_stage
+    from diagnose.runner import run_models
+    from diagnose.views import build_views
 
     task = _load_task_arg(args)
     if args.limit:
         task = task.subset(range(min(args.limit, len(task))))
+    if task.format == "sequence_prob":
+        raise UserError(f"task {task.name!r} is sequence_prob: probes need classes "
+                        "(classification or logodds)")
+    task, _ = build_views(task, args.seed)
     family = _family(args)
+    tuned = args.lens == "tuned"
     try:
-        summary = probe_family(
-            task, family, args.out, device=args.device, dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code, progress=not args.no_progress,
-            lens=args.lens, lens_steps=args.lens_steps, lens_cache=args.lens_cache,
-            patch_view=args.patch_view, patch_limit=args.patch_limit,
-            patch_positions=args.patch_positions, patching=not args.no_patching,
-            probe_folds=args.probe_folds, prepend_bos=args.prepend_bos,
-            batch_tokens=args.batch_tokens, seed=args.seed,
-        )
+        stages = [capture_stage(task, args.prepend_bos, args.batch_tokens),
+                  readings_stage(args.seed, args.probe_folds)]
+        if not args.no_patching:
+            stages.append(patching_stage(task, args.patch_view, args.patch_limit,
+                                         args.patch_positions, args.prepend_bos,
+                                         args.batch_tokens))
+        if tuned:
+            stages += [tuned_lens_stage(task, args.lens_steps, args.seed, args.prepend_bos,
+                                        args.batch_tokens),
+                       readings_stage(args.seed, args.probe_folds, lens="tuned")]
     except ProbeError as e:
         raise UserError(str(e)) from e
+    res = run_models(stages, family, args.out, progress=not args.no_progress,
+                     load=_load_kwargs(args))
+    summary = write_probes(task, family.name, res["capture"],
+                           res["readings_tuned"] if tuned else res["readings"], args.out,
+                           logit_readings=res["readings"] if tuned else None,
+                           patching=None if args.no_patching else res["patching"],
+                           tuned=res["tuned_lens"] if tuned else None)
     print(f"{'model':<40} {'params':>8} {'commit':>7} {'sign@':>6} {'output':>7}  top heads")
     from diagnose.plots import format_params
 
@@ -130,8 +146,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         commit = "-" if m["commit_layer_mean"] is None else f"{m['commit_layer_mean']:.2f}"
         sign = "-" if m["margin_sign_change_layer"] is None else str(m["margin_sign_change_layer"])
         heads = ", ".join(f"L{l}H{h} {a:+.2f}" for l, h, a in m["top_heads"][:3])
+        out_acc = "-" if m["output_accuracy"] is None else f"{m['output_accuracy']:.3f}"
         print(f"{m['id'][-40:]:<40} {format_params(m['n_params']):>8} {commit:>7} {sign:>6} "
-              f"{m['output_accuracy']:>7.3f}  {heads}")
+              f"{out_acc:>7}  {heads}")
         for note in m.get("notes", []):
             print(f"  note: {note}")
     print(f"wrote {os.path.join(args.out, 'probes.json')} and "
@@ -139,27 +156,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_organisms(args: argparse.Namespace) -> int:
-    from experiments.organisms.check import check_family, format_table
-    from experiments.organisms.config import OrganismConfig
-    from experiments.organisms.family import build_family
-
-    cfg = OrganismConfig.tiny() if args.tiny else OrganismConfig.default()
-    if args.seed is not None:
-        cfg = cfg.with_seed(args.seed)
-    if args.action == "build":
-        path = build_family(cfg, force=args.force, progress=not args.no_progress)
-        print(f"organisms family ready: {path / 'family.json'}")
-        return 0
-    path = build_family(cfg, progress=not args.no_progress)
-    result = check_family(path, cfg, views=args.views)
-    print(format_table(result))
-    if args.out:
-        from diagnose import store
-
-        store.write_json(os.path.join(args.out, "check.json"), result)
-        print(f"wrote {os.path.join(args.out, 'check.json')}")
-    return 0
+def _load_kwargs(args: argparse.Namespace) -> dict:
+    return dict(device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
@@ -203,26 +201,57 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from diagnose import classify_stage as cs
     from diagnose import store
 
-    if args.heldout:
-        units, _ = cs.organisms_units(family_dir=args.organisms_dir,
-                                      progress=not args.no_progress)
-        result = cs.heldout_validation(units, augment=args.augment, seed=args.seed)
-        store.write_json(os.path.join(args.out, "heldout.json"), result)
-        print(cs.format_heldout(result))
-        print(f"wrote {os.path.join(args.out, 'heldout.json')}")
+    if args.validate or args.fit:
+        family = None
+        if args.organisms_dir:
+            from diagnose.families import load_family_manifest
+
+            family = load_family_manifest(args.organisms_dir)
+        if args.validate and args.validate != "designs":
+            raise UserError(f"--validate {args.validate!r}: the protocol is 'designs' "
+                            "(leave one design out)")
+        if args.validate and not args.out:
+            raise UserError("--validate designs needs --out DIR (for validation.json)")
+        units = cs.planted_units(family=family, seed=args.seed, progress=not args.no_progress)
+        if args.validate:
+            try:
+                result = cs.validate_designs(units, augment=args.augment, seed=args.seed)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            store.write_json(os.path.join(args.out, "validation.json"), result)
+            print(cs.format_validation(result))
+            print(f"wrote {os.path.join(args.out, 'validation.json')}")
+        if args.fit:
+            path = os.path.join(args.out, "classifier.json") if args.out else None
+            cs.fit_default(units, path=path, seed=args.seed)
+            print(f"wrote {path or cs.default_classifier_path()}")
         return 0
     if not args.task:
-        raise UserError("classify needs --task FILE, or --heldout for the validation")
-    from diagnose.classifier import CauseClassifier
+        raise UserError("classify needs --task TASK, --validate designs, or --fit")
+    if not args.out:
+        raise UserError("classify --task needs --out DIR")
+    from diagnose import pipeline
+    from diagnose.capture import capture_stage
+    from diagnose.readings import readings_stage
+    from diagnose.runner import run_models
+    from diagnose.views import build_views
 
     task = _load_task_arg(args)
-    clf = CauseClassifier.load(args.classifier) if args.classifier else None
-    try:
-        result = cs.classify_task(task, _family(args), args.out, clf=clf, seed=args.seed,
-                                  progress=not args.no_progress, device=args.device,
-                                  dtype=args.dtype)
-    except ValueError as e:
-        raise UserError(str(e)) from e
+    if args.limit:
+        task = task.subset(range(min(args.limit, len(task))))
+    family = _family(args)
+    if len(family.models) < 2:
+        raise UserError("a verdict needs a trend, and a trend needs at least two models")
+    task, views = build_views(task, args.seed)
+    stages = [capture_stage(task, args.prepend_bos, args.batch_tokens)]
+    if task.format != "sequence_prob":
+        stages.append(readings_stage(args.seed))
+    res = run_models(stages, family, args.out, progress=not args.no_progress,
+                     load=_load_kwargs(args))
+    cfg = pipeline.RunConfig(seed=args.seed, classifier=args.classifier)
+    result = pipeline.classify_records(task, res["capture"], res.by_stage.get("readings"),
+                                       res.models, views.to_dict(), cfg)
+    store.write_json(os.path.join(args.out, "classification.json"), result)
     print(cs.format_classification(result))
     print(f"wrote {os.path.join(args.out, 'classification.json')}")
     return 0
@@ -230,7 +259,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from diagnose import pipeline
-    from diagnose.builtin_tasks import planted, resolve_task
+    from diagnose.builtin_tasks import resolve_task, suite_tasks
 
     strategies = tuple(x for x in args.strategy.split(",") if x) if not args.no_mitigations else ()
     cfg = pipeline.RunConfig(probes=not args.no_probes, classify=not args.no_classify,
@@ -240,27 +269,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.suite:
         kind = args.suite[0]
-        if kind == "planted" and len(args.suite) == 1:
-            tasks = planted()
-        elif kind == "isp" and len(args.suite) == 2:
-            from pathlib import Path
-
-            from diagnose.loaders import load_task
-
-            files = sorted(p for p in Path(args.suite[1]).glob("*")
-                           if p.suffix in (".jsonl", ".csv"))
-            if not files:
-                raise UserError(f"--suite isp {args.suite[1]}: no .jsonl or .csv task files there")
-            tasks = [load_task(p) for p in files]
+        if kind == "isp" and len(args.suite) == 2:
+            tasks = isp_suite(args.suite[1])
+        elif len(args.suite) == 1:
+            try:
+                tasks = suite_tasks(kind)
+            except FileNotFoundError as e:
+                raise UserError(f"--suite {kind}: {e}; or use 'isp DIR'") from None
         else:
-            raise UserError("--suite takes 'planted' or 'isp DIR'")
+            raise UserError("--suite takes a registered suite name (planted) or 'isp DIR'")
         if args.limit:
-            tasks = [t.subset(range(min(args.limit, len(t)))) for t in tasks]
+            tasks = [t if isinstance(t, pipeline.FailedTask) else
+                     t.subset(range(min(args.limit, len(t)))) for t in tasks]
         out = args.out or f"results/suite-{kind}"
         rows = pipeline.run_suite(kind, tasks, family, out, cfg, progress)
         for r in rows:
             print(pipeline.format_row(r))
         print(f"index: {os.path.join(out, 'index.html')}")
+        failed = [r["task"] for r in rows if r.get("error")]
+        if failed:
+            print(f"diagnose: {len(failed)} task(s) failed: {', '.join(failed)} (see "
+                  f"{os.path.join(out, 'suite.json')})", file=sys.stderr)
+            return 1
         return 0
     if not args.task:
         raise UserError("run needs TASK (a file or a built-in name) or --suite")
@@ -274,6 +304,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  - {s}")
     print(f"report: {os.path.join(out, 'report.html')}")
     return 0
+
+
+def isp_suite(folder: str) -> list:
+    """Every .jsonl/.csv file in a folder; a file that does not load is kept as a
+    ``FailedTask`` with its one-line error, so the suite records it and goes on."""
+    from pathlib import Path
+
+    from diagnose.loaders import TaskFormatError, load_task
+    from diagnose.pipeline import FailedTask
+
+    files = sorted(p for p in Path(folder).glob("*") if p.suffix in (".jsonl", ".csv"))
+    if not files:
+        raise UserError(f"--suite isp {folder}: no .jsonl or .csv task files there")
+    out: list = []
+    for p in files:
+        try:
+            out.append(load_task(p))
+        except TaskFormatError as e:
+            out.append(FailedTask(p.stem, str(e)))
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,18 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(mg)
     mg.set_defaults(func=cmd_mitigate)
 
-    c = sub.add_parser("classify", help="label why a task scales inversely (cause + evidence), "
-                       "or validate the classifier on held-out planted templates")
+    c = sub.add_parser("classify", help="the verdict on a task (trend gate, then the cause "
+                       "and its evidence), or the classifier's validation across planted designs")
     c.add_argument("--task", help=TASK_HELP)
-    c.add_argument("--out", required=True, help="output directory")
-    c.add_argument("--heldout", action="store_true",
-                   help="validate on planted tasks with held-out templates (writes heldout.json)")
-    c.add_argument("--classifier", help="a saved classifier JSON (default: fitted on the "
-                   "organisms' planted tasks, cached in the family directory)")
-    c.add_argument("--organisms-dir", default=None, help="(--heldout) an organisms family "
-                   "directory (default: the default preset, built if missing)")
+    c.add_argument("--format", choices=["classification", "sequence_prob", "logodds"],
+                   help="override the format detected from the fields")
+    c.add_argument("--out", default=None, help="output directory")
+    c.add_argument("--validate", metavar="PROTOCOL", default=None,
+                   help="'designs': fit on one planted design of every cause, test on the "
+                   "other, both ways (writes validation.json)")
+    c.add_argument("--fit", action="store_true",
+                   help="fit the cause model on every planted task of the organisms and save it "
+                   "(OUT/classifier.json with --out, else the family's default classifier)")
+    c.add_argument("--classifier", help="a saved classifier JSON (default: the organisms' "
+                   "classifier.json in the family directory)")
+    c.add_argument("--organisms-dir", default=None, help="(--validate/--fit) an organisms "
+                   "family directory (default: the default family)")
     c.add_argument("--augment", type=int, default=8,
-                   help="(--heldout) bootstrap resamples per training unit")
+                   help="(--validate/--fit) bootstrap resamples per training task")
+    c.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     c.add_argument("--seed", type=int, default=0)
     _add_model_args(c)
     c.set_defaults(func=cmd_classify)
@@ -366,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("task", nargs="?", help="a task file, or a built-in task name "
                    "(planted tasks; memo-trap, neqa, ... for the ISP files)")
     r.add_argument("--suite", nargs="+", metavar="NAME",
-                   help="'planted' (every planted and control task) or 'isp DIR'")
+                   help="a registered suite ('planted': every planted and control task of the "
+                   "organisms) or 'isp DIR' (every task file in a folder)")
     r.add_argument("--out", default=None, help="output directory (default results/<task>)")
     r.add_argument("--strategy", default="pad,cad,few-shot,cot", help="mitigations to test")
     r.add_argument("--no-probes", action="store_true")
@@ -378,16 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(r)
     r.set_defaults(func=cmd_run)
 
-    o = sub.add_parser("organisms", help="build or check the model organisms family")
-    o.add_argument("action", choices=["build", "check"])
-    o.add_argument("--out", default=None, help="(check) directory for check.json")
-    o.add_argument("--seed", type=int, default=None, help="training seed (default: the preset's)")
-    o.add_argument("--tiny", action="store_true", help="the tiny test configuration")
-    o.add_argument("--force", action="store_true", help="(build) retrain even if cached")
-    o.add_argument("--views", action="store_true",
-                   help="(check) also score every task's counterfactual views (rows task[view])")
-    o.add_argument("--no-progress", action="store_true")
-    o.set_defaults(func=cmd_organisms)
+    from diagnose.registry import commands
+
+    for cmd in commands().values():  # commands the subjects provide (diagnose organisms ...)
+        sp = sub.add_parser(cmd.name, help=cmd.help)
+        cmd.configure(sp)
+        sp.set_defaults(func=cmd.run)
     return p
 
 

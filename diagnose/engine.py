@@ -29,7 +29,7 @@ import torch
 from diagnose.families import LoadedModel
 from probes.capture import FINAL_RESID, capture_at
 
-__all__ = ["Request", "ContextTooLongError", "fit_to_context", "loglikelihoods", "FINAL_RESID"]
+__all__ = ["Request", "UnscorableError", "ContextTooLongError", "fit_to_context", "loglikelihoods", "FINAL_RESID"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,15 @@ class Request:
     truncated: int = 0
 
 
-class ContextTooLongError(ValueError):
+class UnscorableError(ValueError):
+    """A request this model cannot score (``reason`` says why); callers skip and count it."""
+
+    def __init__(self, where: str, reason: str, advice: str = ""):
+        super().__init__(f"{where}: {reason}" + (f"; {advice}" if advice else ""))
+        self.reason = reason
+
+
+class ContextTooLongError(UnscorableError):
     pass
 
 
@@ -53,15 +61,14 @@ def fit_to_context(ctx: Sequence[int], cont: Sequence[int], n_ctx: int, where: s
     continuation is never cut; the number of truncated examples is reported.
     """
     if not cont:
-        raise ValueError(f"{where}: the continuation encodes to zero tokens; it cannot be scored")
+        raise UnscorableError(where, "a class encodes to zero tokens under this tokenizer")
     n_input = len(ctx) + len(cont) - 1
     if n_input <= n_ctx:
         return Request(tuple(ctx), tuple(cont))
     if len(cont) > n_ctx:  # at least one context token must remain
         raise ContextTooLongError(
-            f"{where}: the continuation alone is {len(cont)} tokens, more than the model's "
-            f"context of {n_ctx}; shorten it or use a model with a longer context"
-        )
+            where, f"a class is longer than the model's context ({len(cont)} > {n_ctx} tokens)",
+            "shorten it or use a model with a longer context")
     drop = n_input - n_ctx
     return Request(tuple(ctx[drop:]), tuple(cont), truncated=drop)
 

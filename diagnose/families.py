@@ -114,27 +114,23 @@ def load_family_manifest(path: str | os.PathLike) -> Family:
             '{"name": ..., "models": [{"id": ..., "path": ..., "n_params": ...}]}'
         ) from e
     meta = {k: v for k, v in data.items() if k != "models"}
+    meta["dir"] = str(manifest.parent.resolve())
     return Family(name=data.get("name", manifest.parent.name), models=models, metadata=meta)
 
 
 def resolve_family(name: str) -> Family:
-    """A built-in family name, ``organisms`` (the default, built locally), or a manifest path."""
+    """A built-in family name, a registered family (``organisms``, the default, provided
+    by its plugin), or a path to a ``family.json``."""
+    from diagnose.registry import families
+
     if name in BUILTIN_FAMILIES:
         return Family(name=name, models=tuple(ModelSpec(i, n) for i, n in BUILTIN_FAMILIES[name]))
-    if name == "organisms":
-        from experiments.organisms.config import OrganismConfig
-        from experiments.organisms.family import family_dir_for
-
-        fam_dir = family_dir_for(OrganismConfig.default())
-        if not (fam_dir / "family.json").is_file():
-            raise FamilyError(
-                "the model organisms are not built yet; run `diagnose organisms build` "
-                f"(trains the default family into {fam_dir})"
-            )
-        return load_family_manifest(fam_dir)
+    registered = families()
+    if name in registered:
+        return registered[name].resolve()
     if Path(name).exists():
         return load_family_manifest(name)
-    known = ", ".join(sorted([*BUILTIN_FAMILIES, "organisms"]))
+    known = ", ".join(sorted([*BUILTIN_FAMILIES, *registered]))
     raise FamilyError(
         f"unknown family {name!r}: use one of {known}, a path to a family.json, "
         "or list models with --model (smallest first)"

@@ -1,70 +1,87 @@
-"""The ``score`` stage: one task over a model family, one model in memory at a time.
+"""The ``score`` stage: a task and its views over a model family, as tables and a plot.
 
-Writes the layout described in ``diagnose.store``. Each model's results carry a key
-(hash of the task's examples, the model and the engine settings); a rerun skips models
-whose key matches, so an interrupted run resumes where it stopped.
+The numbers come from the per-model captures (``diagnose.capture``: one pass per model
+runs the task and every view); this stage only writes them out, in the layout of
+``diagnose.store``: ``summary.json``, ``summary.csv``, ``scaling.png`` and per model
+``models/<slug>/{summary.json,examples.jsonl}``, and the same under ``views/<view>/``
+for every view (accuracy against the view's own answer where it has one, else
+agreement with the task's answer: ``metric`` says which).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from diagnose import store
-from diagnose.families import Family, LoadedModel
-from diagnose.per_model import for_each_model, model_facts, task_fingerprint
-from diagnose.scoring import score_task
+from diagnose.capture import TASK, Capture
+from diagnose.families import Family
+from diagnose.scoring import TaskScores
 from diagnose.tasks import Task
 
-__all__ = ["score_family", "task_fingerprint", "write_scaling_plot"]
+SUMMARY_FIELDS = ("id", "n_params", "accuracy", "ci_low", "ci_high", "loss", "loss_ci_low",
+                  "loss_ci_high", "class_mass", "always_index_accuracy", "n_truncated",
+                  "n_unscorable", "n")
 
 
-def score_family(
-    task: Task,
-    family: Family,
-    out_dir: str | Path,
-    device: str | None = None,
-    dtype: str | None = None,
-    prepend_bos: bool = False,
-    batch_tokens: int | None = None,
-    trust_remote_code: bool = False,
-    progress: bool = True,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Score ``task`` on every model of ``family``; write and return ``summary.json``."""
-    out = Path(out_dir)
-    fp = task_fingerprint(task)
-    mdir = lambda spec: out / "models" / store.slug(spec.id)  # noqa: E731
-
-    def compute(model: LoadedModel) -> dict[str, Any]:
-        scores = score_task(model, task, prepend_bos=prepend_bos, batch_tokens=batch_tokens,
-                            progress="batches" if progress else False)
-        store.write_jsonl(mdir(model.spec) / "examples.jsonl", scores.rows())
-        return {**scores.summary(seed=seed), **model_facts(model)}
-
-    models = for_each_model(
-        family, record_path=lambda spec: mdir(spec) / "summary.json",
-        key=lambda spec: store.content_hash(fp, spec.source, dtype, prepend_bos, seed),
-        compute=compute, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-        progress=progress, requires=lambda spec: [mdir(spec) / "examples.jsonl"])
-    summary = {
-        "task": task.name,
-        "format": task.format,
-        "n_examples": len(task),
-        "n_classes": task.n_classes,
-        "source": task.source,
-        "family": family.name,
-        "models": [
-            {k: m.get(k) for k in ("id", "n_params", "accuracy", "ci_low", "ci_high", "loss",
-                                   "loss_ci_low", "loss_ci_high", "class_mass",
-                                   "always_index_accuracy", "n_truncated")}
-            for m in models
-        ],
-    }
+def _write(name: str, fmt: str, n_examples: int, n_classes: int | None, source: str | None,
+           family_name: str, scores: Sequence[TaskScores], facts: Sequence[dict],
+           out: Path, seed: int, metric: str = "accuracy") -> dict[str, Any]:
+    models = []
+    for s, fact in sorted(zip(scores, facts), key=lambda p: p[0].n_params):
+        summ = {**s.summary(seed=seed), **{k: fact[k] for k in ("source", "n_layers", "dtype",
+                                                                  "device")}}
+        mdir = out / "models" / store.slug(s.model_id)
+        store.write_jsonl(mdir / "examples.jsonl", s.rows())
+        store.write_json(mdir / "summary.json", summ)
+        models.append(summ)
+    notes = [n for m in models for n in m.get("notes", [])]
+    summary = {"task": name, "format": fmt, "n_examples": n_examples, "n_classes": n_classes,
+               "source": source, "family": family_name, "metric": metric,
+               "models": [{k: m.get(k) for k in SUMMARY_FIELDS} for m in models],
+               "notes": notes}
     store.write_json(out / "summary.json", summary)
     store.write_csv(out / "summary.csv", summary["models"])
     write_scaling_plot(summary, out / "scaling.png")
     return summary
+
+
+def write_scores(task: Task, family_name: str, caps: Sequence[Capture], out_dir: str | Path,
+                 seed: int = 0, views: bool = True) -> dict[str, Any]:
+    """Write the task's score tables (and every view's); return the task's summary with
+    ``views``: {view: summary}."""
+    out = Path(out_dir)
+    facts = [c.model for c in caps]
+    summary = _write(task.name, task.format, len(task), task.n_classes, task.source, family_name,
+                     [c.sets[TASK].scores for c in caps], facts, out, seed)
+    summary["views"] = {}
+    if views and caps:
+        for v in caps[0].views:
+            sets = [c.sets[v] for c in caps]
+            own = bool(sets[0].has_answer.all())
+            summary["views"][v] = _write(
+                f"{task.name}[{v}]", task.format, len(sets[0].index), task.n_classes,
+                task.source, family_name, [p.scores for p in sets], facts, out / "views" / v,
+                seed, metric="accuracy" if own else "agreement with the task's answer")
+    return summary
+
+
+def score_family(task: Task, family: Family, out_dir: str | Path, device: str | None = None,
+                 dtype: str | None = None, prepend_bos: bool = False,
+                 batch_tokens: int | None = None, trust_remote_code: bool = False,
+                 progress: bool = True, seed: int = 0, views: bool = True) -> dict[str, Any]:
+    """``diagnose score``: build the task's views, capture every model once (records
+    under ``out_dir/records``, reused on a rerun), write the tables."""
+    from diagnose.capture import capture_stage
+    from diagnose.runner import run_models
+    from diagnose.views import build_views
+
+    if views:
+        task, _ = build_views(task, seed)
+    res = run_models([capture_stage(task, prepend_bos, batch_tokens)], family, out_dir,
+                     load=dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+                     progress=progress)
+    return write_scores(task, family.name, res["capture"], out_dir, seed=seed, views=views)
 
 
 def write_scaling_plot(summary: dict[str, Any], path: Path) -> None:

@@ -1,30 +1,33 @@
-"""Features of a task over a family, computed from per-example evidence (pure numpy).
+"""Features of a task over a family, from per-example evidence (pure numpy).
 
-Each feature is a number a researcher can check by hand against the evidence, named
-for what it measures. Slopes are least-squares slopes against log10(parameters), so
-they compare across families of different spans. "large" means the largest model.
-A feature that cannot be computed (a view the task does not have, no probes) is NaN;
-the classifier imputes it and the explanation says the evidence is missing.
+Each feature is a number a researcher can check by hand against the evidence, named for
+what it measures. Slopes are least-squares slopes against log10(parameters), so they
+compare across families of different spans; "large" means the largest model. Only
+examples every model could score are used.
 
-Per counterfactual view ``v``:
-- ``{v}_acc_large`` / ``{v}_acc_slope``: accuracy on the view (against the view's own
-  answer) at the largest size / its trend with size. For ``prior`` that is how
-  strongly memory alone prefers the tempting answer; for ``easy``, how well the
-  distractor sub-task is solved; for ``human``, how well the model reproduces what
-  the imitated register says.
-- ``{v}_agree_large``: among examples the largest model gets wrong, the fraction
-  where its answer equals its answer on the view ("wrong answers agree with the
-  view"); ``{v}_agree_slope`` its trend over sizes.
-- ``{v}_gap_large`` / ``{v}_gap_slope``: view accuracy minus task accuracy, for the
-  views that keep the true answer (``zero_shot``, ``balanced``): positive when
-  removing or balancing the demonstrations helps.
-From the probes:
-- ``commit_large`` / ``commit_slope``: mean relative depth at which the model commits
-  to its final answer, among examples it gets wrong (earlier = smaller).
+What each view *does* (for every view of the registry, ``diagnose.views``), on the
+examples the view was built for:
+- ``{v}_agree_large`` / ``_slope``: among the examples a model gets wrong, the fraction
+  where its answer equals its answer under the view ("the errors are the view's
+  answer"); NaN with fewer than ``MIN_ERRORS`` errors;
+- ``{v}_tempt_large`` / ``_slope``: the fraction of examples where the answer under the
+  view is the tempting class (how hard the intervention alone pulls toward it);
+- ``{v}_fix_large`` / ``_slope``: accuracy on the task's answer under the view minus
+  accuracy on the task prompt (does the intervention remove the errors?).
+A view the task does not have gives NaN for its features, and nothing else: no feature
+says whether a view exists (``diagnose.classifier`` treats a cause none of whose views
+exists as untested).
+
+From the probes (the probe stage's own arrays):
+- ``commit_large`` / ``_slope``: mean relative depth at which a model commits to its
+  final answer, among the examples it gets wrong (earlier = smaller);
 - ``overwrite_large``: fraction of the largest model's wrong answers where the correct
-  class led at some intermediate layer ("present, then overwritten").
-- ``know_gap_large`` / ``know_gap_slope``: best per-layer probe accuracy minus output
-  accuracy ("knows but does not say").
+  class led at some intermediate layer ("present, then overwritten");
+- ``know_gap_large`` / ``_slope``: best per-layer probe accuracy minus output accuracy
+  ("knows but does not say").
+
+The trend and accuracy features (``GATE_FEATURES``) describe the curve; the gate and
+the evidence sentences read them, the cause model does not.
 """
 
 from __future__ import annotations
@@ -32,14 +35,30 @@ from __future__ import annotations
 import numpy as np
 
 from diagnose.evidence import FamilyEvidence
-from diagnose.tasks import VIEW_NAMES
 from diagnose.trends import INVERSE_LIKE, trend_from_outcomes
+from diagnose.views import VIEWS
 
-VIEWS = VIEW_NAMES
-TRUE_ANSWER_VIEWS = ("zero_shot", "balanced")
+MIN_ERRORS = 3
+GATE_FEATURES = ("n_models", "log10_span", "acc_small", "acc_large", "acc_best_smaller",
+                 "drop_large", "p_inverse", "trend_confidence", "trend_inverse_like")
+VIEW_MEASURES = ("agree_large", "agree_slope", "tempt_large", "tempt_slope", "fix_large",
+                 "fix_slope")
+SHARED_FEATURES = ("commit_large", "commit_slope", "overwrite_large", "know_gap_large",
+                   "know_gap_slope")
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
+def view_features(view: str) -> list[str]:
+    return [f"{view}_{m}" for m in VIEW_MEASURES]
+
+
+def feature_names() -> list[str]:
+    names = list(GATE_FEATURES)
+    for v in VIEWS:
+        names += view_features(v)
+    return names + list(SHARED_FEATURES)
+
+
+def slope(x: np.ndarray, y: np.ndarray) -> float:
     ok = np.isfinite(y)
     if ok.sum() < 2:
         return float("nan")
@@ -55,27 +74,17 @@ def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else float("nan")
 
 
-def feature_names() -> list[str]:
-    names = ["n_models", "log10_span", "acc_small", "acc_large", "acc_best_smaller",
-             "drop_large", "p_inverse", "trend_confidence", "trend_inverse_like"]
-    for v in VIEWS:
-        names += [f"{v}_present", f"{v}_acc_large", f"{v}_acc_slope", f"{v}_agree_large",
-                  f"{v}_agree_slope"]
-        if v in TRUE_ANSWER_VIEWS:
-            names += [f"{v}_gap_large", f"{v}_gap_slope"]
-    names += ["commit_large", "commit_slope", "overwrite_large", "know_gap_large",
-              "know_gap_slope"]
-    return names
-
-
 def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int = 500,
                   seed: int = 0) -> tuple[dict[str, float], dict]:
     """Features over the examples ``idx`` (all when None), and the accuracy trend."""
-    n_ex = len(ev.example_ids)
-    idx = np.arange(n_ex) if idx is None else np.asarray(idx)
+    idx = np.arange(len(ev.example_ids)) if idx is None else np.asarray(idx)
+    idx = idx[ev.scored_by_all[idx]]
+    f: dict[str, float] = {k: float("nan") for k in feature_names()}
+    if len(idx) == 0:
+        return f, {"label": "flat", "confidence": float("nan"), "label_probabilities": {},
+                   "reason": "no example could be scored by every model"}
     x = np.log10(ev.n_params)
     M = len(ev.models)
-    f: dict[str, float] = {k: float("nan") for k in feature_names()}
     correct = np.stack([m.correct[idx] for m in ev.models]).astype(float)   # [M, n]
     acc = correct.mean(1)
     trend = trend_from_outcomes(ev.n_params, correct, higher_is_better=True, n_boot=n_boot,
@@ -87,34 +96,36 @@ def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int
              p_inverse=float(sum(probs.get(k, 0.0) for k in INVERSE_LIKE)),
              trend_confidence=float(trend.confidence),
              trend_inverse_like=float(trend.scales_inversely))
-    largest = ev.models[-1]
-    wrong_large = ~largest.correct[idx]
     for v in VIEWS:
-        present = v in ev.views and all(v in m.view_correct for m in ev.models)
-        f[f"{v}_present"] = float(present)
-        if not present:
+        if v not in ev.views:
             continue
-        vacc = np.array([m.view_correct[v][idx].mean() for m in ev.models])
-        agree = np.array([
-            _mean((m.choice[idx] == m.view_choice[v][idx])[~m.correct[idx]])
-            for m in ev.models])
-        f[f"{v}_acc_large"] = vacc[-1]
-        f[f"{v}_acc_slope"] = _slope(x, vacc)
-        f[f"{v}_agree_large"] = (_mean((largest.choice[idx] == largest.view_choice[v][idx])
-                                       [wrong_large]))
-        f[f"{v}_agree_slope"] = _slope(x, agree)
-        if v in TRUE_ANSWER_VIEWS:
-            gap = vacc - acc
-            f[f"{v}_gap_large"] = gap[-1]
-            f[f"{v}_gap_slope"] = _slope(x, gap)
+        have = np.logical_and.reduce([m.view_choice.get(v, np.full(len(m.choice), -1))[idx] >= 0
+                                      for m in ev.models])
+        sel = idx[have]
+        if len(sel) == 0:
+            continue
+        agree, tempt, fix = [], [], []
+        for m in ev.models:
+            vc, ch = m.view_choice[v][sel], m.choice[sel]
+            wrong = ~m.correct[sel]
+            agree.append(_mean((ch == vc)[wrong]) if wrong.sum() >= MIN_ERRORS else float("nan"))
+            t = m.tempting[sel]
+            tempt.append(_mean((vc == t)[t >= 0]))
+            fix.append(_mean(vc == m.answer[sel]) - _mean(m.correct[sel]))
+        for name, vals in (("agree", agree), ("tempt", tempt), ("fix", fix)):
+            vals = np.asarray(vals, dtype=float)
+            f[f"{v}_{name}_large"] = vals[-1]
+            f[f"{v}_{name}_slope"] = slope(x, vals)
+    largest = ev.models[-1]
     if all(m.commit_depth is not None for m in ev.models):
         commit = np.array([_mean(m.commit_depth[idx][~m.correct[idx]]) for m in ev.models])
         f["commit_large"] = commit[-1]
-        f["commit_slope"] = _slope(x, commit)
+        f["commit_slope"] = slope(x, commit)
         lm = largest.lens_margin[idx]
         if lm.shape[1] > 2:
             led = (lm[:, 1:-1] > 0).any(1)
-            f["overwrite_large"] = _mean(led[wrong_large].astype(float))
+            wrong = ~largest.correct[idx]
+            f["overwrite_large"] = _mean(led[wrong].astype(float)) if wrong.any() else float("nan")
     if all(m.probe_correct is not None for m in ev.models):
         gaps = []
         for m in ev.models:
@@ -123,5 +134,5 @@ def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int
                         if np.isfinite(per_layer).any() else float("nan"))
         gaps = np.array(gaps)
         f["know_gap_large"] = gaps[-1]
-        f["know_gap_slope"] = _slope(x, gaps)
+        f["know_gap_slope"] = slope(x, gaps)
     return f, trend.to_dict()

@@ -23,11 +23,11 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from diagnose import store
 from diagnose.tasks import FORMATS, Example, Task, View
 
 __all__ = ["TaskFormatError", "load_task", "save_task_jsonl"]
@@ -437,7 +437,7 @@ def save_task_jsonl(task: Task, path: str | os.PathLike[str]) -> Path:
             lines.append(json.dumps(row, ensure_ascii=False))
         except (TypeError, ValueError) as err:
             raise ValueError(f"example {e.id}: cannot be written as JSON ({err})") from None
-    _atomic_write(path, "".join(line + "\n" for line in lines))
+    store.write_text(path, "".join(line + "\n" for line in lines))
     return path
 
 
@@ -471,24 +471,3 @@ def _row(example: Example, fmt: str) -> dict[str, Any]:
     except _Bad as e:
         raise ValueError(f"example {example.id}: {e}") from None
     return row
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and os.replace, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file private (0600); keep the mode a plain write would give.
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

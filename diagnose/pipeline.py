@@ -1,14 +1,16 @@
 """``diagnose run``: every stage for one task, resumable, ending in an HTML report.
 
-    task --(adapt: views, tempting answers)--> score (task + each view) --> trend
-         --> probes --> evidence --> cause label --> mitigations --> report.html
+    task --(views: diagnose.views)--> per model, one model in memory at a time:
+        capture (one pass: task + views + residuals at the answer position)
+        readings (lens, commitment, probes; from the capture)
+        patching, mitigations (the interventions that need forwards of their own)
+    --> family: score tables, trend, probes report, cause verdict, mitigations --> report.html
 
-Each stage caches per model with a key of its inputs (task examples, model, settings),
-so an interrupted run recomputes only what was missing, and a changed task file or
-parameter recomputes exactly the stages that depend on it. The cheap derived stages
-(trend, label, report) are recomputed every time from the cached results. Every file
-is written atomically. ``run.json`` holds no timings, so the same seed gives the same
-bytes; wall times go to ``timing.json``.
+The per-model stages are resolved and cached by ``diagnose.runner`` (records under
+``DIR/records``), so a killed run resumes, and a changed task file or setting
+recomputes exactly what depends on it. The family stages read those records and are
+recomputed every time. ``run.json`` holds no timings, so the same seed gives the same
+bytes; wall times and the work counted (tokens run forward) go to ``timing.json``.
 """
 
 from __future__ import annotations
@@ -49,95 +51,205 @@ def _files(out: Path) -> list[str]:
 
 def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = RunConfig(),
              progress: bool = True) -> dict[str, Any]:
-    from diagnose.family_scores import score_family
+    from diagnose.builtin_tasks import paper_cause
+    from diagnose.capture import capture_stage
+    from diagnose.family_scores import write_scores
+    from diagnose.readings import readings_stage
     from diagnose.report import render_task_report
-    from diagnose.trends import trend_from_score_dir
-    from experiments.isp_adapters import adapt
+    from diagnose.runner import run_models
+    from diagnose.trends import trend_from_task_scores
+    from diagnose.views import build_views
 
     out = Path(out_dir)
-    adapted = adapt(task)
-    task = adapted.task
-    t: dict[str, float] = {}
+    t_start = time.time()
+    task, views = build_views(task, cfg.seed)
+    classes = task.format != "sequence_prob"
     run: dict[str, Any] = {"task": task.name, "family": family.name, "format": task.format,
-                           "n_examples": len(task), "views_available": list(task.view_names),
-                           "adapter": adapted.adapter,
+                           "n_examples": len(task), "views": views.to_dict(),
                            "planted_cause": task.metadata.get("cause"),
-                           "control": task.metadata.get("control")}
-    common = dict(device=cfg.device, dtype=cfg.dtype, progress=progress)
+                           "design": task.metadata.get("design"),
+                           "control": task.metadata.get("control"),
+                           "paper_cause": paper_cause(task)}
+    stages = [capture_stage(task)]
+    if classes and (cfg.probes or cfg.classify):
+        stages.append(readings_stage(cfg.seed))
+    if cfg.probes and classes:
+        from diagnose.probe_stage import patching_stage, tuned_lens_stage
+
+        stages.append(patching_stage(task, None, limit=cfg.patch_limit))
+        if cfg.lens == "tuned":
+            stages += [tuned_lens_stage(task, seed=cfg.seed),
+                       readings_stage(cfg.seed, lens="tuned")]
+    mcfg = None
+    if cfg.mitigations:
+        from diagnose.mitigations.stage import MitigationConfig, mitigation_stage
+
+        mcfg = MitigationConfig(strategies=tuple(cfg.mitigations), seed=cfg.seed)
+        stages.append(mitigation_stage(task, mcfg))
+    res = run_models(stages, family, out, progress=progress,
+                     load=dict(device=cfg.device, dtype=cfg.dtype))
+    t: dict[str, float] = {f"model:{k}": round(v, 3) for k, v in res.seconds.items()}
+    caps = res["capture"]
 
     t0 = time.time()
-    run["score"] = score_family(task, family, out / "score", seed=cfg.seed, **common)
-    run["views"] = {v: score_family(task.view(v), family, out / "score" / "views" / v,
-                                    seed=cfg.seed, **common) for v in task.view_names}
-    t["score"] = time.time() - t0
-    trends = trend_from_score_dir(out / "score", seed=cfg.seed)
+    run["score"] = write_scores(task, family.name, caps, out / "score", seed=cfg.seed)
+    trends = (trend_from_task_scores([c.scores for c in caps], seed=cfg.seed)
+              if len(caps) >= 2 else {"accuracy": None, "loss": None})
     run["trend"] = {k: (v.to_dict() if v is not None else None) for k, v in trends.items()}
+    if len(caps) < 2:
+        run["trend_note"] = "one model cannot show a trend: a family needs at least two sizes"
     store.write_json(out / "trend.json", run["trend"])
+    t["score+trend"] = time.time() - t0
 
-    has_classes = task.format != "sequence_prob"
-    if cfg.probes and has_classes:
-        from diagnose.probe_stage import probe_family
+    if cfg.probes and classes:
+        from diagnose.probe_stage import write_probes
 
         t0 = time.time()
-        patch_view = "prior" if "prior" in task.view_names else None
-        probes = probe_family(task, family, out / "probes", lens=cfg.lens,
-                              patch_view=patch_view, patch_limit=cfg.patch_limit,
-                              seed=cfg.seed, **common)
+        tuned = cfg.lens == "tuned"
+        probes = write_probes(task, family.name, caps,
+                              res["readings_tuned"] if tuned else res["readings"], out / "probes",
+                              logit_readings=res["readings"] if tuned else None,
+                              patching=res["patching"], tuned=res["tuned_lens"] if tuned else None)
         run["probes"] = {"file": "probes/probes.json", "plots": probes.get("plots", [])}
         t["probes"] = time.time() - t0
-    if cfg.classify and len(family.models) >= 2:
-        from diagnose.classifier import CauseClassifier
-        from diagnose.classify_stage import classify_task, default_classifier
-
+    if cfg.classify and len(caps) >= 2:
         t0 = time.time()
-        clf = (CauseClassifier.load(cfg.classifier) if cfg.classifier
-               else default_classifier(progress=progress))
-        run["classification"] = classify_task(task, family, out, clf=clf, seed=cfg.seed,
-                                              progress=progress, device=cfg.device,
-                                              dtype=cfg.dtype)
-        if task.metadata.get("cause") is not None or task.metadata.get("control"):
-            run["classification"]["evidence_notes"].append(
-                "the default classifier was fitted on the organisms' planted tasks, this "
-                "one included: for a fair test see `diagnose classify --heldout`")
+        run["classification"] = classify_records(task, caps, res.by_stage.get("readings"),
+                                                 res.models, views.to_dict(), cfg)
+        store.write_json(out / "classification.json", run["classification"])
         t["classify"] = time.time() - t0
-    else:
-        run["classification_note"] = "no cause label: a trend needs at least two models"
-    if cfg.mitigations:
-        from diagnose.mitigations.stage import MitigationConfig, run_mitigations
+    elif cfg.classify:
+        run["classification_note"] = "no verdict: a trend needs at least two models"
+    if mcfg is not None:
+        from diagnose.mitigations.stage import write_mitigations
 
         t0 = time.time()
-        mcfg = MitigationConfig(strategies=tuple(cfg.mitigations), seed=cfg.seed)
-        run["mitigation"] = run_mitigations(task, family, out / "mitigation", mcfg,
-                                            device=cfg.device, dtype=cfg.dtype, progress=progress)
+        run["mitigation"] = write_mitigations(task, family.name, res["mitigation"],
+                                              out / "mitigation", mcfg)
         t["mitigate"] = time.time() - t0
     run["files"] = _files(out)
     store.write_json(out / "run.json", run)
     store.write_text(out / "report.html", render_task_report(run, out))
-    store.write_json(out / "timing.json", t)
+    t["total"] = time.time() - t_start
+    store.write_json(out / "timing.json", {"seconds": t, "models": work(res)})
     return run
+
+
+def work(res: Any) -> dict[str, dict[str, int]]:
+    """Tokens run forward per model: by the capture (the task's distinct inputs), by the
+    interventions of the instruments (patching, tuned lens), by the mitigations."""
+    out = {}
+    for mid in res.models:
+        cap = res.by_stage["capture"][mid]
+        rec = {"forward_tokens": int(cap.tokens.get("forward_tokens", 0)),
+               "distinct_tokens": int(cap.tokens.get("distinct_tokens", 0)),
+               "mitigation_tokens": 0, "intervention_tokens": 0}
+        for st in ("patching", "tuned_lens"):
+            if st in res.by_stage:
+                rec["intervention_tokens"] += int(res.by_stage[st][mid].get("tokens", 0))
+        if "mitigation" in res.by_stage:
+            rec["mitigation_tokens"] = int(res.by_stage["mitigation"][mid].get("tokens", 0))
+        out[mid] = rec
+    return out
+
+
+def classify_records(task: Task, caps: Sequence[Any], readings: dict | None,
+                     model_ids: Sequence[str], views: dict, cfg: RunConfig) -> dict[str, Any]:
+    """The verdict from the records: the classifier reads the same readings the probe
+    report plots."""
+    from diagnose.classify_stage import (classify, classify_sequence_prob,
+                                         unreadable_reasons)
+    from diagnose.evidence import family_evidence
+
+    unk = [c.tokens.get("unk_share") for c in caps]
+    if task.format == "sequence_prob":
+        n = min(int(c.scores.scored.sum()) for c in caps)
+        why = unreadable_reasons(None, unk, n_scored=n)
+        return classify_sequence_prob([c.scores for c in caps], task.name, views, why, cfg.seed)
+    rds = [readings[m] for m in model_ids] if readings else [None] * len(caps)
+    ev = family_evidence(task.name, list(caps), rds, task.metadata)
+    why = unreadable_reasons(ev, unk, task.n_classes)
+    result = classify(load_classifier(cfg.classifier), ev, views, why, seed=cfg.seed)
+    if task.metadata.get("cause") is not None or task.metadata.get("control"):
+        result["evidence_notes"].append(
+            "the default classifier was fitted on the organisms' planted tasks, this one "
+            "included: for a fair test see `diagnose classify --validate designs`")
+    return result
+
+
+def load_classifier(path: str | None = None, progress: bool = True):
+    """A saved classifier, or the default one: the registered default family's
+    ``classifier.json``, fitted once if that file is missing."""
+    from diagnose.classifier import CauseModel, StaleClassifierError
+    from diagnose.classify_stage import default_classifier_path, fit_default
+
+    if path:
+        try:
+            return CauseModel.load(path)
+        except StaleClassifierError as e:
+            raise StaleClassifierError(f"{path}: {e}; refit it with `diagnose classify --fit "
+                                       f"--out DIR` and pass DIR/classifier.json") from None
+    p = default_classifier_path()
+    if p.is_file():
+        try:
+            return CauseModel.load(p)
+        except StaleClassifierError as e:
+            raise StaleClassifierError(f"{p}: {e}; refit the default classifier with "
+                                       "`diagnose classify --fit`") from None
+    return fit_default(progress=progress)
 
 
 def verdict_row(run: dict[str, Any]) -> dict[str, Any]:
     tr = (run.get("trend") or {}).get("accuracy") or (run.get("trend") or {}).get("loss") or {}
     c = run.get("classification") or {}
-    probs = (c.get("cause") or {}).get("probabilities") or {}
-    label = (c.get("cause") or {}).get("label") or "-"
-    return {"task": run["task"], "planted": run.get("planted_cause") or
-            ("control" if run.get("control") else None), "trend": tr.get("label"),
-            "trend_confidence": float(tr.get("confidence") or 0.0), "cause": label,
-            "cause_p": float(probs.get(label, 0.0))}
+    cause = c.get("cause") or {}
+    label = cause.get("label") or "-"
+    p = (cause.get("probabilities") or {}).get(label)
+    row = {"task": run["task"], "planted": run.get("planted_cause") or
+           ("control" if run.get("control") else None), "design": run.get("design"),
+           "trend": tr.get("label"), "trend_confidence": float(tr.get("confidence") or 0.0),
+           "cause": label, "cause_p": None if p is None else float(p),
+           "decided_by": cause.get("decided_by"), "tests": c.get("tests"),
+           "notes": c.get("evidence_notes", [])}
+    skips = [m.get("n_unscorable", 0) for m in (run.get("score") or {}).get("models", [])]
+    row["n_unscorable"] = skips
+    return row
 
 
-def run_suite(name: str, tasks: Sequence[Task], family: Family, out_dir: str | Path,
-              cfg: RunConfig = RunConfig(), progress: bool = True) -> list[dict[str, Any]]:
+class FailedTask:
+    """A task of a suite that could not even be loaded: recorded with its error."""
+
+    def __init__(self, name: str, error: str):
+        self.name, self.error = name, error
+        self.metadata: dict = {}
+
+
+def run_suite(name: str, tasks: Sequence[Task | FailedTask], family: Family,
+              out_dir: str | Path, cfg: RunConfig = RunConfig(),
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Every task; a task that fails is recorded (``error``) and the others go on. Each
+    task's records are cached, so a killed suite resumes."""
     from diagnose.report import render_index
 
     out = Path(out_dir)
     rows = []
     for task in tasks:
-        run = run_task(task, family, out / task.name, cfg, progress)
-        rows.append(verdict_row(run))
-        store.write_json(out / "suite.json", {"suite": name, "tasks": rows})
+        try:
+            if isinstance(task, FailedTask):
+                raise RuntimeError(task.error)
+            run = run_task(task, family, out / task.name, cfg, progress)
+            rows.append(verdict_row(run))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - one failing task must not end the suite
+            msg = (str(e) if isinstance(task, FailedTask)
+                   else f"{type(e).__name__}: {e}").splitlines()[0][:500]
+            rows.append({"task": task.name, "error": msg, "planted": task.metadata.get("cause")
+                         or ("control" if task.metadata.get("control") else None),
+                         "design": task.metadata.get("design"), "trend": None,
+                         "trend_confidence": 0.0, "cause": "-", "cause_p": None})
+        store.write_json(out / "suite.json", {"suite": name, "tasks": rows,
+                                              "failed": [r["task"] for r in rows if r.get("error")]})
         store.write_text(out / "index.html", render_index(name, rows))
     return rows
 
@@ -147,12 +259,15 @@ def format_verdict(run: dict[str, Any]) -> str:
 
 
 def format_row(r: dict[str, Any]) -> str:
-    s = f"{r['task']}: trend {r['trend']} ({r['trend_confidence']:.2f}); cause {r['cause']}"
-    if r["cause"] != "-":
-        s += f" (p={r['cause_p']:.2f}"
-        if r["cause"] == "no_inverse_scaling" and r["cause_p"] < 0.5:
-            s += ": named by the trend rule, most replicates lean inverse"
-        s += ")"
+    if r.get("error"):
+        return f"{r['task']}: FAILED ({r['error']})"
+    s = f"{r['task']}: trend {r['trend']} ({r['trend_confidence']:.2f}); verdict {r['cause']}"
+    if r.get("cause_p") is not None and r["cause"] not in ("-", "no_inverse_scaling"):
+        s += f" (p={r['cause_p']:.2f})"
+    if (r.get("decided_by") or "").startswith("gate"):
+        s += f" [{r['decided_by']}]"
     if r.get("planted"):
-        s += f"  [planted: {r['planted']}]"
+        s += f"  [planted: {r['planted']}{'/' + r['design'] if r.get('design') else ''}]"
+    if any(r.get("n_unscorable") or []):
+        s += f"  [unscorable per model: {r['n_unscorable']}]"
     return s

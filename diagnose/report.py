@@ -64,24 +64,52 @@ def render_task_report(run: dict[str, Any], out_dir: Path) -> str:
     cls = run.get("classification")
     trend = run.get("trend", {}).get("accuracy") or run.get("trend", {}).get("loss") or {}
     parts.append("<div class='verdict'><h2 style='margin-top:0'>Verdict</h2>")
-    parts.append(f"<p class='label'>Trend: {e(str(trend.get('label')))} "
-                 f"<span class='muted'>(confidence {trend.get('confidence', 0):.2f}; "
-                 f"{e(str(trend.get('reason', '')))})</span></p>")
+    if trend:
+        parts.append(f"<p class='label'>Trend: {e(str(trend.get('label')))} "
+                     f"<span class='muted'>(confidence {trend.get('confidence') or 0:.2f}; "
+                     f"{e(str(trend.get('reason', '')))})</span></p>")
+    elif run.get("trend_note"):
+        parts.append(f"<p class='muted'>{e(run['trend_note'])}</p>")
     if cls:
-        parts.append(f"<p class='label'>Cause: {e(cls['cause']['label'] or 'not determinable')}"
-                     "</p>")
-        probs = sorted(cls["cause"]["probabilities"].items(), key=lambda kv: -kv[1])
-        rows = "".join(f"<tr><td class='l'>{e(k)}</td><td>{v:.2f}</td><td class='l'>"
-                       f"<span class='bar' style='width:{int(200 * v)}px'></span></td></tr>"
-                       for k, v in probs)
-        parts.append(f"<table><tr><th class='l'>cause</th><th>p</th><th></th></tr>{rows}</table>")
+        c = cls["cause"]
+        parts.append(f"<p class='label'>Verdict: {e(c['label'])} "
+                     f"<span class='muted'>({e(c.get('decided_by', ''))})</span></p>")
+        probs = sorted((c.get("probabilities") or {}).items(), key=lambda kv: -kv[1])
+        if probs:
+            rows = "".join(f"<tr><td class='l'>{e(k)}</td><td>{v:.2f}</td><td class='l'>"
+                           f"<span class='bar' style='width:{int(200 * v)}px'></span></td></tr>"
+                           for k, v in probs)
+            parts.append("<p class='muted'>The cause model's probabilities, over the causes it "
+                         "could test (given inverse scaling):</p>"
+                         f"<table><tr><th class='l'>cause</th><th>p</th><th></th></tr>{rows}</table>")
+        tests = cls.get("tests") or {}
+        if tests:
+            why = cls.get("untested_because") or {}
+            rows = "".join(f"<tr><td class='l'>{e(k)}</td><td class='l'>{e(v)}</td>"
+                           f"<td class='l muted'>{e(why.get(k, ''))}</td></tr>"
+                           for k, v in tests.items())
+            parts.append("<h3>Cause tests</h3><table><tr><th class='l'>cause</th>"
+                         f"<th class='l'>test</th><th class='l'>why untested</th></tr>{rows}</table>")
         if cls.get("evidence_level") == "low":
             parts.append(f"<p class='low'>Low evidence: {e('; '.join(cls['evidence_notes']))}.</p>")
         parts.append("<h3>Evidence</h3><ul>" + "".join(f"<li>{e(s)}</li>" for s in cls["evidence"])
                      + "</ul>")
     else:
-        parts.append(f"<p class='muted'>{e(run.get('classification_note', 'No cause label.'))}</p>")
+        parts.append(f"<p class='muted'>{e(run.get('classification_note', 'No verdict.'))}</p>")
+    paper = run.get("paper_cause")
+    if paper:
+        parts.append(f"<p class='muted'>The paper's view (not a check of ours): "
+                     f"{e(paper['cause'])}. {e(paper['note'])}.</p>")
     parts.append("</div>")
+    views = run.get("views") or {}
+    if views:
+        rows = [{"view": v, "status": f"built on {views.get('coverage', {}).get(v, '?')} of "
+                 f"{views.get('n_examples', '?')} examples"} for v in views.get("built", [])]
+        rows += [{"view": v, "status": f"not applicable: {why}"}
+                 for v, why in (views.get("not_applicable") or {}).items()]
+        parts.append("<h2>Counterfactual views</h2><p class='muted'>Built from the task's "
+                     "structure (diagnose.views), never from its name.</p>"
+                     + _table(rows, [("view", "view"), ("status", "status")]))
 
     score = run.get("score", {})
     parts.append("<h2>Scaling curve</h2>")
@@ -95,20 +123,20 @@ def render_task_report(run: dict[str, Any], out_dir: Path) -> str:
                         [("id", "model"), ("size", "params"), ("accuracy", "accuracy"),
                          ("ci_low", "95% low"), ("ci_high", "95% high"), ("loss", "ISP loss"),
                          ("class_mass", "class mass")]))
-    views = run.get("views", {})
-    if views:
-        parts.append("<h2>Counterfactual views</h2><p class='muted'>Accuracy against each "
-                     "view's own answer (prior: the memorized answer; easy: the sub-task's "
-                     "answer; zero_shot/balanced: the true answer; human: what the imitated "
-                     "register says).</p>")
+    vscores = score.get("views") or {}
+    if vscores:
+        parts.append("<h3>Accuracy under each view</h3><p class='muted'>Against the view's own "
+                     "answer where it has one (easy: the other class; human: what the imitated "
+                     "register says), else agreement with the task's answer (prior, no_context; "
+                     "zero_shot, balanced and shuffled_labels keep the task's answer).</p>")
         rows = []
         for i, m in enumerate(models):
             r = {"id": display_name(m["id"]), "task": m.get("accuracy")}
-            for v, s in views.items():
-                r[v] = s["models"][i].get("accuracy") if i < len(s["models"]) else None
+            for v, sv in vscores.items():
+                r[v] = sv["models"][i].get("accuracy") if i < len(sv["models"]) else None
             rows.append(r)
         parts.append(_table(rows, [("id", "model"), ("task", "task prompt")]
-                            + [(v, v) for v in views]))
+                            + [(v, v) for v in vscores]))
     probes_dir = out / "probes"
     if (probes_dir / "probes.json").is_file():
         parts.append("<h2>Inside the models</h2>")
@@ -149,13 +177,23 @@ def render_task_report(run: dict[str, Any], out_dir: Path) -> str:
 
 def render_index(suite: str, rows: Sequence[dict[str, Any]]) -> str:
     e = html.escape
-    body = "".join(
-        f"<tr><td class='l'><a href='{e(r['task'])}/report.html'>{e(r['task'])}</a></td>"
-        f"<td class='l'>{e(str(r.get('planted') or ''))}</td><td class='l'>{e(str(r['trend']))}</td>"
-        f"<td>{r['trend_confidence']:.2f}</td><td class='l'>{e(str(r['cause']))}</td>"
-        f"<td>{r['cause_p']:.2f}</td></tr>" for r in rows)
+
+    def row(r: dict[str, Any]) -> str:
+        if r.get("error"):
+            return (f"<tr><td class='l'>{e(r['task'])}</td><td class='l'>{e(str(r.get('planted') or ''))}"
+                    f"</td><td class='l low' colspan='4'>failed: {e(r['error'])}</td></tr>")
+        p = "" if r.get("cause_p") is None else f"{r['cause_p']:.2f}"
+        skips = r.get("n_unscorable") or []
+        return (f"<tr><td class='l'><a href='{e(r['task'])}/report.html'>{e(r['task'])}</a></td>"
+                f"<td class='l'>{e(str(r.get('planted') or ''))}</td>"
+                f"<td class='l'>{e(str(r['trend']))}</td><td>{r['trend_confidence']:.2f}</td>"
+                f"<td class='l'>{e(str(r['cause']))}</td><td>{p}</td>"
+                f"<td class='l muted'>{e(str(r.get('decided_by') or ''))}"
+                f"{'; unscorable per model: ' + e(str(skips)) if any(skips) else ''}</td></tr>")
+
+    body = "".join(row(r) for r in rows)
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Suite {e(suite)}"
             f"</title><style>{CSS}</style></head><body><h1>Suite: {e(suite)}</h1>"
             "<table><tr><th class='l'>task</th><th class='l'>planted cause</th>"
-            "<th class='l'>trend</th><th>conf.</th><th class='l'>cause</th><th>p</th></tr>"
-            f"{body}</table></body></html>")
+            "<th class='l'>trend</th><th>conf.</th><th class='l'>verdict</th><th>p</th>"
+            f"<th class='l'>decided by</th></tr>{body}</table></body></html>")

@@ -6,15 +6,14 @@ mitigations all start from its ``TaskScores``).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from diagnose import metrics
-from diagnose.engine import (FINAL_RESID, Request, can_share_prefix, default_batch_tokens,
-                             fit_to_context, loglikelihoods, plan_reads, readout_log_probs)
+from diagnose.engine import Request, UnscorableError, fit_to_context, loglikelihoods
 from diagnose.families import LoadedModel
 from diagnose.tasks import Task
 from diagnose.tokenization import encode_pairs
@@ -37,30 +36,57 @@ class TaskScores:
     class_mass: np.ndarray | None
     n_truncated: int = 0
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # example index -> why it cannot be scored on this model (a class that encodes to zero
+    # tokens, a class longer than the context); its scores are NaN, chosen -1, correct False
+    unscorable: dict[int, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.example_ids)
 
+    @property
+    def scored(self) -> np.ndarray:
+        """Which examples were scored on this model."""
+        ok = np.ones(self.n, dtype=bool)
+        ok[list(self.unscorable)] = False
+        return ok
+
+    def unscorable_note(self, k: int = 3) -> str | None:
+        if not self.unscorable:
+            return None
+        first = sorted(self.unscorable)[:k]
+        why = Counter(self.unscorable.values()).most_common(1)[0][0]
+        return (f"{len(self.unscorable)} of {self.n} examples cannot be scored on {self.model_id} "
+                f"({why}); first: {', '.join(self.example_ids[i] for i in first)}")
+
     def summary(self, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         """Accuracy with a 95% bootstrap interval, mean loss, mean class mass, baselines."""
-        out: dict[str, Any] = {"id": self.model_id, "n_params": self.n_params, "n": self.n}
-        if self.correct is not None:
-            acc = self.correct.astype(np.float64)
+        ok = self.scored
+        out: dict[str, Any] = {"id": self.model_id, "n_params": self.n_params,
+                               "n": int(ok.sum())}
+        none = dict(accuracy=None, ci_low=None, ci_high=None)
+        if self.correct is not None and ok.any():
+            acc = self.correct[ok].astype(np.float64)
             lo, hi = metrics.bootstrap_ci(acc, n_boot=n_boot, seed=seed)
             out.update(accuracy=float(acc.mean()), ci_low=lo, ci_high=hi)
         else:
-            out.update(accuracy=None, ci_low=None, ci_high=None)
-        lo, hi = metrics.bootstrap_ci(self.loss, n_boot=n_boot, seed=seed)
-        out.update(loss=float(np.mean(self.loss)), loss_ci_low=lo, loss_ci_high=hi)
-        out["class_mass"] = (float(np.mean(np.exp(self.class_mass)))
-                             if self.class_mass is not None else None)
-        out["log_class_mass"] = (float(np.mean(self.class_mass))
-                                 if self.class_mass is not None else None)
+            out.update(none)
+        if ok.any():
+            lo, hi = metrics.bootstrap_ci(self.loss[ok], n_boot=n_boot, seed=seed)
+            out.update(loss=float(np.mean(self.loss[ok])), loss_ci_low=lo, loss_ci_high=hi)
+        else:
+            out.update(loss=None, loss_ci_low=None, loss_ci_high=None)
+        mass = None if self.class_mass is None or not ok.any() else self.class_mass[ok]
+        out["class_mass"] = None if mass is None else float(np.mean(np.exp(mass)))
+        out["log_class_mass"] = None if mass is None else float(np.mean(mass))
         if self.class_scores is not None and self.answer_index is not None:
             out["always_index_accuracy"] = metrics.always_index_baselines(
-                self.answer_index, self.class_scores.shape[1])
+                self.answer_index[ok], self.class_scores.shape[1])
         out["n_truncated"] = self.n_truncated
+        out["n_unscorable"] = len(self.unscorable)
+        note = self.unscorable_note()
+        if note:
+            out["notes"] = [note]
         return out
 
     def rows(self) -> list[dict[str, Any]]:
@@ -68,6 +94,10 @@ class TaskScores:
         out = []
         for i, eid in enumerate(self.example_ids):
             row: dict[str, Any] = {"example_id": eid, "model_id": self.model_id}
+            if i in self.unscorable:
+                row.update(unscorable=self.unscorable[i], loss=None)
+                out.append(row)
+                continue
             if self.class_scores is not None:
                 s = self.class_scores[i]
                 row["class_scores"] = [None if np.isnan(x) else float(x) for x in s]
@@ -84,8 +114,11 @@ class TaskScores:
 
 
 def build_requests(task: Task, model: LoadedModel, prepend_bos: bool = False
-                   ) -> tuple[list[Request], list[tuple[int, str, int]]]:
-    """All requests of a task, and for each its (example index, prompt field, class)."""
+                   ) -> tuple[list[Request], list[tuple[int, str, int]], dict[int, str]]:
+    """All requests of a task, for each its (example index, prompt field, class), and the
+    examples that cannot be scored on this model with the reason (a continuation that
+    encodes to zero tokens under its tokenizer, one longer than its context): those are
+    skipped, not raised, since whether a class can be scored depends on the model."""
     pairs: list[tuple[str, str]] = []
     keys: list[tuple[int, str, int]] = []
     for i, e in enumerate(task.examples):
@@ -99,12 +132,18 @@ def build_requests(task: Task, model: LoadedModel, prepend_bos: bool = False
             if task.format == "logodds":
                 pairs.append((e.other_prompt or "", c))
                 keys.append((i, "other_prompt", k))
-    reqs = [
-        fit_to_context(ctx, cont, model.n_ctx,
-                       f"task {task.name!r}, example {task.examples[key[0]].id}")
-        for (ctx, cont), key in zip(encode_pairs(model.tokenizer, pairs, prepend_bos), keys)
-    ]
-    return reqs, keys
+    fitted: list[Request | None] = []
+    unscorable: dict[int, str] = {}
+    for (ctx, cont), key in zip(encode_pairs(model.tokenizer, pairs, prepend_bos), keys):
+        try:
+            fitted.append(fit_to_context(ctx, cont, model.n_ctx,
+                                         f"task {task.name!r}, example {task.examples[key[0]].id}"))
+        except UnscorableError as err:
+            unscorable.setdefault(key[0], err.reason)
+            fitted.append(None)
+    reqs = [r for r, key in zip(fitted, keys) if r is not None and key[0] not in unscorable]
+    keys = [key for r, key in zip(fitted, keys) if r is not None and key[0] not in unscorable]
+    return reqs, keys, unscorable
 
 
 def score_task(
@@ -115,101 +154,47 @@ def score_task(
     progress: bool | str = False,
 ) -> TaskScores:
     """Score every example of ``task`` on ``model`` with the ISP rules."""
-    reqs, keys = build_requests(task, model, prepend_bos)
+    reqs, keys, unscorable = build_requests(task, model, prepend_bos)
     ll = loglikelihoods(model, reqs, batch_tokens=batch_tokens, progress=progress)
-    return _assemble(task, model, reqs, keys, ll)
+    return assemble(task, model, reqs, keys, ll, unscorable)
 
 
-def _assemble(task: Task, model: LoadedModel, reqs: list[Request],
-              keys: list[tuple[int, str, int]], ll: np.ndarray) -> TaskScores:
+def assemble(task: Task, model: LoadedModel, reqs: Sequence[Request] | None,
+             keys: Sequence[tuple[int, str, int]], ll: np.ndarray,
+             unscorable: dict[int, str] | None = None, name: str | None = None) -> TaskScores:
+    """``TaskScores`` from per-request summed log-probs, by the ISP rules (``reqs``, when
+    given, counts the truncated examples)."""
     n = len(task.examples)
-    truncated = {keys[j][0] for j, r in enumerate(reqs) if r.truncated}
+    unscorable = dict(unscorable or {})
+    truncated = {keys[j][0] for j, r in enumerate(reqs or ()) if r.truncated}
     ids = [e.id for e in task.examples]
-    common = dict(task=task.name, format=task.format, model_id=model.id,
-                  n_params=model.n_params, example_ids=ids, n_truncated=len(truncated))
+    common = dict(task=name or task.name, format=task.format, model_id=model.id,
+                  n_params=model.n_params, example_ids=ids, n_truncated=len(truncated),
+                  unscorable=unscorable)
+    bad = np.zeros(n, dtype=bool)
+    bad[list(unscorable)] = True
     if task.format == "sequence_prob":
-        m = metrics.sequence_prob(ll)
+        total = np.zeros(n)
+        for (i, _, _), v in zip(keys, ll):
+            total[i] = v
+        m = metrics.sequence_prob(total)
+        loss = np.where(bad, np.nan, m["loss"])
         return TaskScores(answer_index=None, class_scores=None, chosen=None, correct=None,
-                          loss=m["loss"], class_mass=None, **common)
+                          loss=loss, class_mass=None, **common)
     c_max = max(len(e.classes) for e in task.examples)
     scores = {f: np.full((n, c_max), np.nan) for f in ("prompt", "other_prompt")}
     for (i, f, k), v in zip(keys, ll):
         scores[f][i, k] = v
     answer = np.array([e.answer_index for e in task.examples], dtype=np.int64)
+    safe = {f: np.where(bad[:, None], 0.0, x) for f, x in scores.items()}
     if task.format == "classification":
-        m = metrics.classification(scores["prompt"], answer)
+        m = metrics.classification(safe["prompt"], answer)
         extra = {}
     else:
-        m = metrics.logodds(scores["prompt"], scores["other_prompt"], answer)
-        extra = {k: m[k] for k in ("logodds", "other_logodds", "logodds_difference")}
-    return TaskScores(answer_index=answer, class_scores=scores["prompt"], chosen=m["chosen"],
-                      correct=m["correct"], loss=m["loss"], class_mass=m["class_mass"],
-                      extra=extra, **common)
-
-
-@dataclass
-class FusedScores:
-    """A task and its views scored in one pass, with the residual stack at each example's
-    answer position when asked for (``[S, N, d]``: embeddings, then each block)."""
-
-    task: TaskScores
-    views: dict[str, TaskScores]
-    stack: Any = None                     # torch.Tensor [S, N, d] or None
-    contexts: list[list[int]] | None = None
-    class_first_tokens: np.ndarray | None = None   # [N, C] (-1 padding)
-
-
-def score_with_views(
-    model: LoadedModel,
-    task: Task,
-    views: Sequence[str] | None = None,
-    lens: bool = False,
-    prepend_bos: bool = False,
-    batch_tokens: int | None = None,
-    progress: bool | str = False,
-) -> FusedScores:
-    """Score ``task`` and its ``views`` (default: all it has) in one batched plan.
-
-    Every sequence of every view is sorted and packed together, so views cost only
-    their own tokens; with ``lens=True`` the residual after the embedding and after
-    every block is captured at the answer positions in the same forwards, so the logit
-    lens costs no extra pass. Numbers equal ``score_task`` on each task separately.
-    """
-    from probes.capture import capture_at, resid_hooks
-
-    views = list(task.view_names if views is None else views)
-    tasks = [task] + [task.view(v) for v in views]
-    parts = [build_requests(t, model, prepend_bos) for t in tasks]
-    all_reqs = [r for reqs, _ in parts for r in reqs]
-    plan = plan_reads(all_reqs, share_prefix=can_share_prefix(model))
-    hooks = [FINAL_RESID] + (resid_hooks(model.n_layers) if lens else [])
-    acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos, hooks=hooks,
-                      layouts=plan.layouts,
-                      batch_tokens=batch_tokens or default_batch_tokens(model),
-                      progress=progress)
-    lp = readout_log_probs(model, acts[FINAL_RESID], plan.read_target)
-    ll = np.bincount(plan.read_request, weights=lp, minlength=len(all_reqs))
-    results, start = [], 0
-    for t, (reqs, keys) in zip(tasks, parts):
-        results.append(_assemble(t, model, reqs, keys, ll[start:start + len(reqs)]))
-        start += len(reqs)
-    out = FusedScores(task=results[0], views=dict(zip(views, results[1:])))
-    if lens and task.format != "sequence_prob":
-        reqs, keys = parts[0]
-        first_read = np.full(len(all_reqs), -1, dtype=np.int64)
-        first_read[plan.read_request[::-1]] = np.arange(len(plan.read_request))[::-1]
-        n, c_max = len(task), max(len(e.classes) for e in task.examples)
-        answer_read = np.full(n, -1, dtype=np.int64)
-        contexts: list[list[int]] = [[] for _ in range(n)]
-        first_tok = np.full((n, c_max), -1, dtype=np.int64)
-        for j, (i, field_, k) in enumerate(keys):
-            if field_ != "prompt":
-                continue
-            first_tok[i, k] = reqs[j].continuation[0]
-            if answer_read[i] < 0:
-                answer_read[i] = first_read[j]
-                contexts[i] = list(reqs[j].context)
-        idx = torch.from_numpy(answer_read)
-        out.stack = torch.stack([acts[h][idx] for h in hooks[1:]])
-        out.contexts, out.class_first_tokens = contexts, first_tok
-    return out
+        m = metrics.logodds(safe["prompt"], safe["other_prompt"], answer)
+        extra = {k: np.where(bad, np.nan, m[k]) for k in ("logodds", "other_logodds",
+                                                           "logodds_difference")}
+    return TaskScores(answer_index=answer, class_scores=scores["prompt"],
+                      chosen=np.where(bad, -1, m["chosen"]), correct=m["correct"] & ~bad,
+                      loss=np.where(bad, np.nan, m["loss"]),
+                      class_mass=np.where(bad, np.nan, m["class_mass"]), extra=extra, **common)

@@ -26,15 +26,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes) -> None:
+    """The one atomic writer: a temp sibling, fsync, ``os.replace``. The file gets the mode
+    a plain write would give (``mkstemp`` makes it private), or keeps its old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -43,33 +47,33 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode())
+    write_bytes(path, text.encode())
 
 
-def _clean(obj: Any) -> Any:
+def clean(obj: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/inf to None (strict JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
         try:
             obj = obj.item()
         except (ValueError, AttributeError):
             obj = obj.tolist()
-            return _clean(obj)
+            return clean(obj)
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n").encode())
+    write_bytes(path, (json.dumps(clean(obj), indent=2, allow_nan=False) + "\n").encode())
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    buf = "".join(json.dumps(_clean(r), allow_nan=False) + "\n" for r in rows)
-    _atomic_write_bytes(path, buf.encode())
+    buf = "".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in rows)
+    write_bytes(path, buf.encode())
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -80,9 +84,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     for r in rows:
-        w.writerow({k: (json.dumps(_clean(v)) if isinstance(v, (list, dict)) else _clean(v))
+        w.writerow({k: (json.dumps(clean(v)) if isinstance(v, (list, dict)) else clean(v))
                     for k, v in r.items()})
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    write_bytes(path, buf.getvalue().encode())
 
 
 def read_json(path: Path) -> Any:
@@ -92,7 +96,7 @@ def read_json(path: Path) -> Any:
 def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def slug(model_id: str) -> str:
@@ -104,6 +108,6 @@ def slug(model_id: str) -> str:
 def content_hash(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:
-        h.update(json.dumps(_clean(p), sort_keys=True, default=str).encode())
+        h.update(json.dumps(clean(p), sort_keys=True, default=str).encode())
         h.update(b"\0")
     return h.hexdigest()

@@ -12,13 +12,10 @@ Beyond the ISP fields an example may carry:
 - ``tempting_index``: the class a failing model picks (the memorized,
   imitated or distractor answer). Probes measure "correct minus tempting".
   For two-class tasks it defaults to the other class.
-- ``views``: counterfactual prompts that isolate one cause (``prior``: the
-  instruction removed; ``easy``: the distractor sub-task alone;
-  ``zero_shot``: demonstrations removed; ``balanced``: demonstrations whose
-  spurious feature no longer predicts the label; ``human``: the same question
-  put in the register whose habits the model may imitate, e.g. what "people
-  say", so its answer is the human error). Each view has its own prompt and,
-  where known, its own answer.
+- ``views``: counterfactual prompts (interventions) for this example, each with its
+  own prompt and, where known, its own answer. A task file may supply some (``human``:
+  the question in the register a model may imitate); ``diagnose.views.build_views`` adds
+  every view the example's structure permits.
 - ``metadata``: every other field of the source row, kept verbatim.
 """
 
@@ -28,16 +25,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 FORMATS = ("classification", "sequence_prob", "logodds")
-VIEW_NAMES = ("prior", "easy", "zero_shot", "balanced", "human")
 
 
 @dataclass(frozen=True)
 class View:
     """A counterfactual prompt for one example.
 
-    ``answer_index`` is the class the view's own task makes right (for a
-    ``prior`` view: the class memory predicts; for an ``easy`` view: the
-    answer of the sub-task). ``None`` means "same as the example".
+    ``answer_index`` is the class the view's own task makes right where it has one
+    (an ``easy`` view: the answer of the easier question; a ``human`` view: what the
+    imitated register says). ``None``: the view's registry entry decides
+    (``diagnose.views.answer_of``).
     """
 
     prompt: str
@@ -89,34 +86,19 @@ class Task:
 
     @property
     def view_names(self) -> tuple[str, ...]:
-        """Views present on every example, in canonical order then by name."""
-        if not self.examples:
-            return ()
-        common = set(self.examples[0].views)
-        for e in self.examples[1:]:
-            common &= set(e.views)
-        order = {v: i for i, v in enumerate(VIEW_NAMES)}
-        return tuple(sorted(common, key=lambda v: (order.get(v, len(order)), v)))
-
-    def view(self, name: str) -> "Task":
-        """The task with every prompt replaced by its ``name`` view.
-
-        The view's answer (when it has one) becomes the example's answer, so the
-        result scores like any task: its accuracy is "how often the model does
-        what the view's own task asks".
-        """
-        missing = [e.id for e in self.examples if name not in e.views]
-        if missing:
-            raise KeyError(
-                f"task {self.name!r}: view {name!r} is missing on {len(missing)} examples "
-                f"(first: {missing[0]}); available on all: {list(self.view_names)}"
-            )
-        examples = []
+        """Views present on at least one example, in the order first seen."""
+        seen: dict[str, None] = {}
         for e in self.examples:
-            v = e.views[name]
-            answer = e.answer_index if v.answer_index is None else v.answer_index
-            examples.append(replace(e, prompt=v.prompt, answer_index=answer, views={}))
-        return replace(self, name=f"{self.name}[{name}]", examples=tuple(examples))
+            seen.update(dict.fromkeys(e.views))
+        return tuple(seen)
+
+    def fingerprint(self) -> str:
+        """What results on this task depend on: its format and every example's fields."""
+        import dataclasses
+
+        from diagnose.store import content_hash
+
+        return content_hash(self.format, [dataclasses.asdict(e) for e in self.examples])
 
     def subset(self, indices) -> "Task":
         return replace(self, examples=tuple(self.examples[i] for i in indices))

@@ -1,22 +1,21 @@
 """Direct logit attribution of the (correct - tempting) logit difference.
 
-Wraps ``transformer_lens.tools.analysis.direct_logit_attribution``. That function would
-run ``run_with_cache`` over whole prompts; instead we capture only the hooks it needs at
-the answer position (``probes.capture.capture_at``: memory independent of prompt length)
-and hand it an ``ActivationCache`` whose position axis has length one, so its own
-``decompose_resid`` / ``stack_head_results`` / ``logit_attrs`` (with the cached final-norm
-scale) do the arithmetic.
+The final residual at the answer position is a sum of components (the embeddings, each
+layer's attention and MLP output; an attention output is a sum of its heads plus the
+output bias). The final norm is linear in them once its scale is fixed at the one the
+position really had, so each component's share of the logit difference is
 
-The final norm is handled as TransformerLens requires: the bridge is switched into
-compatibility mode (``enable_compatibility_mode``: LayerNorm weights folded into the
-unembedding, writing weights centred), after which each component's contribution is
-``(c - mean c) / scale . (W_U[:, correct] - W_U[:, tempting])`` with the *shared* final
-scale of that position, and the components sum exactly to the logit difference less the
-unembedding-bias difference (reported as ``bias``).
+    ((c - mean c) / scale) * w . (W_U[:, correct] - W_U[:, tempting])
 
-Note: compatibility mode changes the bridge in place (weights are processed; outputs are
-unchanged up to a per-position logit shift). Run other instruments before this one, or
-on a fresh load, if they read raw residual coordinates.
+(no centring for RMSNorm), and the shares plus the norm's and unembedding's biases sum
+exactly to the model's logit difference. This is what TransformerLens's
+``direct_logit_attribution`` computes with a cached ``ln_final.hook_scale``; we do the
+arithmetic here instead because that function requires ``enable_compatibility_mode()``
+(weights folded in place), which changes the bridge under every other instrument and
+which TransformerLens refuses on a CPU- or disk-offloaded model. Here the components,
+the scale and the norm's input and output are captured in an ordinary forward (at the
+answer position only: ``probes.capture.capture_at``), the norm's elementwise affine map
+is read off its own input and output, and the bridge is left as it was.
 """
 
 from __future__ import annotations
@@ -59,17 +58,95 @@ class AttributionResult:
                 for l, h in zip(*np.unravel_index(order, mean.shape))]
 
 
-def ensure_compatibility_mode(bridge: Any) -> None:
-    if not getattr(bridge, "compatibility_mode", False):
-        bridge.enable_compatibility_mode(disable_warnings=True)
-
-
 def _embed_hooks(bridge: Any) -> list[str]:
     """``hook_embed`` and, when the model has one that fires, ``hook_pos_embed``."""
     with torch.no_grad():
         probe = torch.zeros((1, 1), dtype=torch.long, device=bridge.W_U.device)
         _, cache = bridge.run_with_cache(probe, names_filter=["hook_embed", "hook_pos_embed"])
     return [h for h in ("hook_embed", "hook_pos_embed") if h in cache.keys()]
+
+
+def attribution_hooks(bridge: Any) -> list[str]:
+    """The activations ``attribute`` needs, at the positions attributed."""
+    L = int(bridge.cfg.n_layers)
+    hooks = _embed_hooks(bridge)
+    for l in range(L):
+        hooks += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out", f"blocks.{l}.attn.hook_z"]
+    return hooks + ["ln_final.hook_in", "ln_final.hook_scale", "ln_final.hook_normalized",
+                    "ln_final.hook_out"]
+
+
+def _norm_affine(bridge: Any, normalized: torch.Tensor, out: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final norm's elementwise map ``out = normalized * w + b``, per dimension, read
+    off its own input and output by least squares over the positions: exact for
+    LayerNorm (weight, bias), RMSNorm (weight) and (1 + weight) variants alike. With a
+    single position it falls back to the module's own ``weight``/``bias``."""
+    n = normalized.shape[0]
+    if n >= 2:
+        x, y = normalized.double(), out.double()
+        xm, ym = x.mean(0), y.mean(0)
+        var = ((x - xm) ** 2).sum(0)
+        w = torch.where(var > 1e-12, ((x - xm) * (y - ym)).sum(0) / var.clamp_min(1e-12),
+                        torch.ones_like(xm))
+        b = ym - w * xm
+        return w.float(), b.float()
+    mod = getattr(bridge.ln_final, "original_component", bridge.ln_final)
+    w = getattr(mod, "weight", None)
+    b = getattr(mod, "bias", None)
+    d = normalized.shape[-1]
+    return (torch.ones(d) if w is None else w.detach().float().cpu(),
+            torch.zeros(d) if b is None else b.detach().float().cpu())
+
+
+def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarray,
+              tempting_ids: np.ndarray) -> AttributionResult:
+    """Direct logit attribution from activations captured at the attributed positions
+    (``acts[hook]`` is ``[N, ...]`` for every hook of ``attribution_hooks``)."""
+    from transformer_lens.tools.analysis import logit_readout
+
+    L, H = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
+    n = len(correct_ids)
+    center = str(getattr(bridge.cfg, "normalization_type", "LN")).upper().startswith("LN")
+    scale = acts["ln_final.hook_scale"].reshape(n, -1)[:, :1].double()
+    w, b_norm = _norm_affine(bridge, acts["ln_final.hook_normalized"].reshape(n, -1),
+                             acts["ln_final.hook_out"].reshape(n, -1))
+    W_U = bridge.W_U.detach().float().cpu()
+    good = torch.as_tensor(np.asarray(correct_ids, dtype=np.int64))
+    bad = torch.as_tensor(np.asarray(tempting_ids, dtype=np.int64))
+    u = (W_U[:, good] - W_U[:, bad]).T.double() * w.double()            # [N, d]
+
+    def share(c: torch.Tensor) -> np.ndarray:
+        c = c.reshape(n, -1).double()
+        if center:
+            c = c - c.mean(-1, keepdim=True)
+        return ((c / scale) * u).sum(-1).numpy()
+
+    embed = sum(share(acts[h]) for h in ("hook_embed", "hook_pos_embed") if h in acts)
+    attn = np.stack([share(acts[f"blocks.{l}.hook_attn_out"]) for l in range(L)], 1)
+    mlp = np.stack([share(acts[f"blocks.{l}.hook_mlp_out"]) for l in range(L)], 1)
+    W_O = bridge.W_O.detach().float().cpu()                               # [L, H, dh, d]
+    heads = np.zeros((n, L, H))
+    for l in range(L):
+        z = acts[f"blocks.{l}.attn.hook_z"].reshape(n, H, -1)
+        for h in range(H):
+            heads[:, l, h] = share(z[:, h] @ W_O[l, h])
+    b_U = getattr(bridge, "b_U", None)
+    db_u = (b_U.detach().float().cpu()[good] - b_U.detach().float().cpu()[bad]).double() \
+        if b_U is not None else torch.zeros(n, dtype=torch.float64)
+    bias = ((W_U[:, good] - W_U[:, bad]).T.double() * b_norm.double()).sum(-1) + db_u
+    final = acts["ln_final.hook_in"].reshape(n, -1).to(bridge.W_U.device)
+    vocab, inv = np.unique(np.concatenate([np.asarray(correct_ids), np.asarray(tempting_ids)]),
+                           return_inverse=True)
+    ro = logit_readout(bridge, final, vocab=torch.as_tensor(vocab),
+                       return_type="logits").values.float().cpu().numpy()
+    rows = np.arange(n)
+    total = ro[rows, inv[:n]] - ro[rows, inv[n:]]
+    labels = (["embed"] + [f"{l}_{k}" for l in range(L) for k in ("attn_out", "mlp_out")]
+              + ["bias"])
+    return AttributionResult(embed=np.asarray(embed, dtype=float) + np.zeros(n), attn=attn,
+                             mlp=mlp, heads=heads, bias=bias.numpy(), total=total,
+                             labels=labels)
 
 
 @torch.no_grad()
@@ -80,52 +157,10 @@ def logit_diff_attribution(
     tempting_ids: np.ndarray,
     batch_tokens: int = 8192,
 ) -> AttributionResult:
-    """DLA of first-token logit[correct] - logit[tempting] at each context's last position.
-
-    Switches ``bridge`` into compatibility mode if it is not already (see module doc).
-    """
-    from transformer_lens.ActivationCache import ActivationCache
-    from transformer_lens.tools.analysis import direct_logit_attribution, logit_readout
-
-    ensure_compatibility_mode(bridge)
-    L, H = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
-    hooks = _embed_hooks(bridge)
-    for l in range(L):
-        hooks += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out",
-                  f"blocks.{l}.attn.hook_z"]
-    hooks += ["ln_final.hook_scale", f"blocks.{L - 1}.hook_resid_post"]
+    """DLA of first-token logit[correct] - logit[tempting] at each context's last position
+    (one forward, the bridge unchanged)."""
     n = len(contexts)
     pos = np.asarray([len(c) - 1 for c in contexts], dtype=np.int64)
-    acts = capture_at(bridge, contexts, np.arange(n), pos, hooks=hooks,
+    acts = capture_at(bridge, contexts, np.arange(n), pos, hooks=attribution_hooks(bridge),
                       batch_tokens=batch_tokens)
-    device, dtype = bridge.W_U.device, bridge.W_U.dtype
-    cache = ActivationCache({k: v[:, None].to(device=device, dtype=dtype) for k, v in acts.items()},
-                            bridge, has_batch_dim=True)
-    good = torch.as_tensor(np.asarray(correct_ids, dtype=np.int64), device=device)
-    bad = torch.as_tensor(np.asarray(tempting_ids, dtype=np.int64), device=device)
-    comp = direct_logit_attribution(bridge, answer_tokens=good, incorrect_tokens=bad,
-                                    unit="component", pos=-1, cache=cache)
-    head = direct_logit_attribution(bridge, answer_tokens=good, incorrect_tokens=bad,
-                                    unit="head", pos=-1, cache=cache)
-    a = comp.attribution.float().cpu().numpy().reshape(len(comp.labels), n)
-    lab = comp.labels
-    n_emb = sum(1 for x in lab if x in ("embed", "pos_embed"))
-    embed = a[:n_emb].sum(0)
-    attn = np.stack([a[lab.index(f"{l}_attn_out")] for l in range(L)], 1)
-    mlp = (np.stack([a[lab.index(f"{l}_mlp_out")] for l in range(L)], 1)
-           if f"0_mlp_out" in lab else np.zeros((n, L)))
-    hd = head.attribution.float().cpu().numpy().reshape(len(head.labels), n)
-    heads = hd[: L * H].T.reshape(n, L, H)
-    final = acts[f"blocks.{L - 1}.hook_resid_post"].to(device=device)
-    ids = torch.stack([good, bad], 1)
-    ro = logit_readout(bridge, final, targets=None, vocab=torch.unique(ids),
-                       return_type="logits").values.float().cpu().numpy()
-    vocab = torch.unique(ids).cpu().numpy()
-    col = {int(t): j for j, t in enumerate(vocab)}
-    rows = np.arange(n)
-    total = (ro[rows, [col[int(t)] for t in good.cpu()]]
-             - ro[rows, [col[int(t)] for t in bad.cpu()]])
-    b_u = bridge.b_U.float().cpu().numpy()
-    bias = b_u[good.cpu().numpy()] - b_u[bad.cpu().numpy()]
-    return AttributionResult(embed=embed, attn=attn, mlp=mlp, heads=heads, bias=bias,
-                             total=total, labels=lab)
+    return attribute(bridge, acts, correct_ids, tempting_ids)

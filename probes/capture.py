@@ -63,6 +63,7 @@ def capture_at(
     progress: bool | str = False,
     transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     layouts: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
+    subsets: dict[str, np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run token sequences and return, per hook, the activations at the read positions.
 
@@ -72,6 +73,9 @@ def capture_at(
     ``layouts[i]``, when given and not None, is ``(position_ids, segment_ids)`` of a
     prefix-shared row (``diagnose.engine.plan_reads``): a token attends to earlier
     tokens of segment 0 (the shared context) and of its own segment only.
+    ``subsets[hook]``, when given, names the reads (indices into ``read_seq``) that hook
+    keeps; its result then has one row per subset entry, in the subset's order (e.g. the
+    logit lens at the answer positions only, while the final residual is read everywhere).
     """
     read_seq = np.asarray(read_seq, dtype=np.int64)
     read_pos = np.asarray(read_pos, dtype=np.int64)
@@ -85,6 +89,12 @@ def capture_at(
     order = np.argsort(read_seq, kind="stable")
     starts = np.searchsorted(read_seq[order], np.arange(len(inputs) + 1))
     kept: dict[str, list[tuple[np.ndarray, torch.Tensor]]] = {h: [] for h in hooks}
+    # per subset hook: position of each read in its subset (-1: not kept)
+    where = {}
+    for h, sub in (subsets or {}).items():
+        w = np.full(len(read_seq), -1, dtype=np.int64)
+        w[np.asarray(sub, dtype=np.int64)] = np.arange(len(sub))
+        where[h] = w
     plan = batches(lengths, batch_tokens, max_batch)
     bar = tqdm(total=len(plan), desc=progress if isinstance(progress, str) else "batches",
                disable=not progress, leave=False, unit="batch")
@@ -104,13 +114,18 @@ def capture_at(
         if len(r_all) == 0:
             bar.update(1)
             continue
-        row_t = torch.from_numpy(np.concatenate(rows)).to(device)
-        pos_t = torch.from_numpy(np.concatenate(poss)).to(device)
+        rows_a, poss_a = np.concatenate(rows), np.concatenate(poss)
+        row_t = torch.from_numpy(rows_a).to(device)
+        pos_t = torch.from_numpy(poss_a).to(device)
+        sel = {h: np.nonzero(where[h][r_all] >= 0)[0] for h in where}
+        sel_t = {h: (torch.from_numpy(rows_a[k]).to(device), torch.from_numpy(poss_a[k]).to(device))
+                 for h, k in sel.items()}
         got: dict[str, torch.Tensor] = {}
 
         def make_hook(name: str) -> Callable:
             def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor:
-                v = x[row_t, pos_t]
+                rt, pt = sel_t.get(name, (row_t, pos_t))
+                v = x[rt, pt]
                 if transform is not None:
                     v = transform(name, v)
                 got[name] = v.float().cpu()
@@ -122,11 +137,11 @@ def capture_at(
             attn, position_ids = tree_mask(lay, [lengths[s] for s in batch], width,
                                            _dtype(bridge))
             run_hooked(bridge, ids.to(device), attn.to(device), [(h, make_hook(h)) for h in hooks],
-                       position_ids=position_ids.to(device))
+                       n_tokens=sum(lengths[s] for s in batch), position_ids=position_ids.to(device))
         else:
             run_hooked(bridge, ids.to(device), mask.to(device), [(h, make_hook(h)) for h in hooks])
         for h in hooks:
-            kept[h].append((r_all, got[h]))
+            kept[h].append((where[h][r_all[sel[h]]] if h in where else r_all, got[h]))
         bar.update(1)
     bar.close()
     result: dict[str, torch.Tensor] = {}
@@ -135,7 +150,8 @@ def capture_at(
             result[h] = torch.empty((0,))
             continue
         shape = kept[h][0][1].shape[1:]
-        full = torch.empty((len(read_seq), *shape), dtype=torch.float32)
+        n_rows = len(subsets[h]) if h in where else len(read_seq)
+        full = torch.empty((n_rows, *shape), dtype=torch.float32)
         for r, v in kept[h]:
             full[torch.from_numpy(r)] = v
         result[h] = full
@@ -175,10 +191,40 @@ def tree_mask(layouts: Sequence[tuple[np.ndarray, np.ndarray] | None], lengths: 
     return attn, pos
 
 
+class TokenCount:
+    """Tokens run forward while it is active (``with TokenCount() as c: ... c.tokens``):
+    real tokens (padding excluded) and padded positions, over every ``run_hooked`` call,
+    so a stage can say how much work it did."""
+
+    _active: list["TokenCount"] = []
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.padded = 0
+        self.forwards = 0
+
+    def __enter__(self) -> "TokenCount":
+        TokenCount._active.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        TokenCount._active.remove(self)
+
+    @classmethod
+    def add(cls, ids: torch.Tensor, real: int) -> None:
+        for c in cls._active:
+            c.tokens += real
+            c.padded += int(ids.numel())
+            c.forwards += 1
+
+
 def run_hooked(bridge: Any, ids: torch.Tensor, mask: torch.Tensor, fwd_hooks: list,
-               **kwargs: Any) -> Any:
+               n_tokens: int | None = None, **kwargs: Any) -> Any:
     """One forward with hooks; the model's own unembedding runs on the last position only
-    (``logits_to_keep=1``): instruments read the positions they need from the residual."""
+    (``logits_to_keep=1``): instruments read the positions they need from the residual.
+    ``n_tokens``: the real (unpadded) tokens in the batch, when ``mask`` is not a 2D
+    padding mask."""
+    TokenCount.add(ids, int((mask != 0).sum()) if n_tokens is None else n_tokens)
     try:
         return bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=fwd_hooks,
                                      logits_to_keep=1, **kwargs)

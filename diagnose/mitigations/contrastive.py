@@ -27,15 +27,14 @@ log-prob is read; the class score is the sum. With ``a = 0`` every number equals
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from diagnose import metrics
 from diagnose.engine import Request, fit_to_context, iter_continuation_logits, last_position_logits
 from diagnose.families import LoadedModel
-from diagnose.scoring import TaskScores, build_requests
+from diagnose.scoring import TaskScores, assemble, build_requests
 from diagnose.tasks import Task
 from diagnose.tokenization import encode_prompt
 
@@ -58,32 +57,6 @@ def cad_logits(l_context_x, l_x, a: float):
 def pad_logits(l_prompt, l_weak, a: float):
     """PAD: ``L(prompt) + a * (L(prompt) - L(weak))`` (= the kernel, up to rounding)."""
     return contrastive_logits(l_prompt, l_weak, a)
-
-
-@dataclass(frozen=True)
-class ContrastiveSpec:
-    """A contrastive strategy: which view is the weak prompt, and the ``a`` grid."""
-
-    name: str                      # "pad" or "cad"
-    weak_view: str = "prior"
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    formula: str = ""
-
-    def weak_prompts(self, task: Task) -> list[str]:
-        """The weak prompt of every example (``KeyError`` naming the view if missing)."""
-        return [e.prompt for e in task.view(self.weak_view).examples]
-
-
-def PAD(weak_view: str = "prior", alphas: Sequence[float] = DEFAULT_ALPHAS) -> ContrastiveSpec:
-    return ContrastiveSpec("pad", weak_view, tuple(float(a) for a in alphas),
-                           "L(prompt) + a * (L(prompt) - L(weak prompt)), weak prompt = "
-                           f"the {weak_view!r} view")
-
-
-def CAD(weak_view: str = "prior", alphas: Sequence[float] = DEFAULT_ALPHAS) -> ContrastiveSpec:
-    return ContrastiveSpec("cad", weak_view, tuple(float(a) for a in alphas),
-                           "(1 + a) * L(context, x) - a * L(x), context = the instruction, "
-                           f"x-only prompt = the {weak_view!r} view")
 
 
 # -- class scoring ------------------------------------------------------------------------
@@ -150,33 +123,6 @@ def contrastive_loglikelihoods(
                      for i in range(len(alphas))]) if len(alphas) else np.zeros((0, len(strong)))
 
 
-def scores_from_loglikelihoods(task: Task, model: LoadedModel, reqs: Sequence[Request],
-                               keys: Sequence[tuple[int, str, int]], ll: np.ndarray,
-                               extra_name: str = "") -> TaskScores:
-    """``TaskScores`` from per-request summed log-probs, with ``score_task``'s rules
-    (classification and sequence_prob)."""
-    n = len(task.examples)
-    truncated = {keys[j][0] for j, r in enumerate(reqs) if r.truncated}
-    common = dict(task=task.name + extra_name, format=task.format, model_id=model.id,
-                  n_params=model.n_params, example_ids=[e.id for e in task.examples],
-                  n_truncated=len(truncated))
-    if task.format == "sequence_prob":
-        m = metrics.sequence_prob(ll)
-        return TaskScores(answer_index=None, class_scores=None, chosen=None, correct=None,
-                          loss=m["loss"], class_mass=None, **common)
-    if task.format != "classification":
-        raise NotImplementedError(f"contrastive scoring supports classification and "
-                                  f"sequence_prob tasks, not {task.format}")
-    c_max = max(len(e.classes) for e in task.examples)
-    scores = np.full((n, c_max), np.nan)
-    for (i, _, k), v in zip(keys, ll):
-        scores[i, k] = v
-    answer = np.array([e.answer_index for e in task.examples], dtype=np.int64)
-    m = metrics.classification(scores, answer)
-    return TaskScores(answer_index=answer, class_scores=scores, chosen=m["chosen"],
-                      correct=m["correct"], loss=m["loss"], class_mass=m["class_mass"], **common)
-
-
 def score_contrastive(
     model: LoadedModel,
     task: Task,
@@ -186,13 +132,14 @@ def score_contrastive(
     batch_tokens: int | None = None,
 ) -> list[TaskScores]:
     """Score ``task`` with contrastive decoding against per-example ``weak_prompts``,
-    once per ``a`` in ``alphas`` (one ``TaskScores`` each; ``a = 0`` is ``score_task``)."""
+    once per ``a`` in ``alphas`` (one ``TaskScores`` each; ``a = 0`` is ``score_task``).
+    Runs both prompts; ``scores_from_capture`` reads them from a capture instead."""
     if task.format not in ("classification", "sequence_prob"):
         raise NotImplementedError(f"contrastive scoring supports classification and "
                                   f"sequence_prob tasks, not {task.format}")
     if len(weak_prompts) != len(task.examples):
         raise ValueError("one weak prompt per example is needed")
-    reqs, keys = build_requests(task, model, prepend_bos)
+    reqs, keys, unscorable = build_requests(task, model, prepend_bos)
     where = [f"task {task.name!r}, example {task.examples[i].id} (weak prompt)" for i, _, _ in keys]
     weak = weak_requests(model, reqs, [weak_prompts[i] for i, _, _ in keys], prepend_bos, where)
     ll = contrastive_loglikelihoods(model, reqs, weak, alphas, batch_tokens=batch_tokens)
@@ -200,8 +147,68 @@ def score_contrastive(
                      if r.truncated})
     out = []
     for a, row in zip(alphas, ll):
-        s = scores_from_loglikelihoods(task, model, reqs, keys, row, f"[a={a:g}]")
+        s = assemble(task, model, reqs, keys, row, unscorable, name=f"{task.name}[a={a:g}]")
         s.n_truncated = truncated  # examples whose full or weak prompt lost tokens
+        out.append(s)
+    return out
+
+
+@torch.no_grad()
+def scores_from_capture(model: LoadedModel, task: Task, cap: Any, view: str,
+                        alphas: Sequence[float], chunk_size: int = 256) -> list[TaskScores] | None:
+    """Contrastive scores read from a capture (``diagnose.capture``): the task prompt's
+    and view ``view``'s final residuals at the class tokens, combined token by token, with
+    no forward pass. None when the view does not cover every scored example with the same
+    class tokens (the caller then runs ``score_contrastive``). ``a = 0`` equals the
+    capture's own scores bit for bit (same residuals, same readout chunks)."""
+    from transformer_lens.tools.analysis import logit_readout
+
+    strong, weak = cap.sets["task"], cap.sets.get(view)
+    if weak is None:
+        return None
+    wkey = {}
+    seen: dict[tuple[int, int], int] = {}
+    for r, (i, c, t) in enumerate(zip(weak.read_example, weak.read_class, weak.read_target)):
+        k = seen.get((i, c), 0)
+        seen[(i, c)] = k + 1
+        wkey[(int(i), int(c), k)] = (r, int(t))
+    match = np.full(len(strong.read_target), -1, dtype=np.int64)
+    seen = {}
+    for r, (i, c, t) in enumerate(zip(strong.read_example, strong.read_class,
+                                      strong.read_target)):
+        k = seen.get((i, c), 0)
+        seen[(i, c)] = k + 1
+        w = wkey.get((int(i), int(c), k))
+        if w is None or w[1] != int(t):
+            return None
+        match[r] = w[0]
+    dev = model.bridge.W_U.device
+    s_res = torch.from_numpy(strong.resid)
+    w_res = torch.from_numpy(weak.resid)
+    tgt_all = torch.as_tensor(strong.read_target, dtype=torch.long)
+    lp = np.zeros((len(alphas), len(tgt_all)))
+    for a0 in range(0, len(tgt_all), chunk_size):
+        sl = slice(a0, a0 + chunk_size)
+        ls = logit_readout(model.bridge, s_res[sl].to(dev), return_type="logits",
+                           chunk_size=chunk_size).values.float()
+        lw = logit_readout(model.bridge, w_res[torch.from_numpy(match[sl])].to(dev),
+                           return_type="logits", chunk_size=chunk_size).values.float()
+        tgt = tgt_all[sl].to(ls.device).unsqueeze(-1)
+        for j, a in enumerate(alphas):
+            comb = torch.log_softmax(contrastive_logits(ls, lw, float(a)), dim=-1)
+            lp[j, sl] = torch.gather(comb, -1, tgt)[..., 0].cpu().numpy().astype(np.float64)
+    base = strong.scores
+    n = len(task.examples)
+    out = []
+    has = np.zeros(base.class_scores.shape, dtype=bool)
+    has[strong.read_example, strong.read_class] = True
+    keys = [(i, "prompt", k) for i in range(n) for k in range(has.shape[1]) if has[i, k]]
+    for j, a in enumerate(alphas):
+        summed = np.zeros(has.shape)
+        np.add.at(summed, (strong.read_example, strong.read_class), lp[j])
+        s = assemble(task, model, None, keys, np.array([summed[i, k] for i, _, k in keys]),
+                     base.unscorable, name=f"{task.name}[a={a:g}]")
+        s.n_truncated = max(base.n_truncated, weak.scores.n_truncated)
         out.append(s)
     return out
 

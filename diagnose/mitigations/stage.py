@@ -31,7 +31,6 @@ import numpy as np
 
 from diagnose import metrics, store
 from diagnose.families import Family, LoadedModel
-from diagnose.per_model import for_each_model, task_fingerprint
 from diagnose.mitigations.contrastive import DEFAULT_ALPHAS, score_contrastive
 from diagnose.mitigations.prompting import (
     DEFAULT_SHOTS,
@@ -46,6 +45,7 @@ from diagnose.mitigations.prompting import (
 )
 from diagnose.scoring import TaskScores, score_task
 from diagnose.tasks import Task
+from diagnose.views import view_task
 
 STRATEGIES = ("pad", "cad", "few-shot", "cot")
 BASELINE = "none"
@@ -183,10 +183,10 @@ def _choose_and_report(name: str, param_name: str | None, values: Sequence[Any],
 
 # ``auto``: the first view the task has, in this order. PAD's weak prompt must be more
 # prone to the tempting answer than the prompt: the instruction removed (prior), the
-# distractor sub-task alone (easy), or the imitated register (human). CAD's must be the
-# input without the context to amplify: prior, or easy (the query without the
-# distracting context); the human view keeps the whole context, so it is no CAD prompt.
-AUTO_WEAK_VIEWS = {"pad": ("prior", "easy", "human"), "cad": ("prior", "easy")}
+# negation removed (easy), the imitated register (human), or no context at all (the
+# classes' own prior, as in PMI scoring). CAD's must be the input without the context to
+# amplify: prior, or easy; the human view keeps the whole context, so it is no CAD prompt.
+AUTO_WEAK_VIEWS = {"pad": ("prior", "easy", "human", "no_context"), "cad": ("prior", "easy")}
 
 
 def _asked_view(cfg: MitigationConfig, strategy: str) -> str:
@@ -233,11 +233,15 @@ def strategy_plan(task: Task, cfg: MitigationConfig) -> tuple[list[str], list[di
 
 
 def mitigate_model(model: LoadedModel, task: Task, cfg: MitigationConfig, sel: Selection,
-                   strategies: Sequence[str], batch_tokens: int | None = None
-                   ) -> dict[str, dict[str, Any]]:
-    """Every strategy on one model: ``{name: per-model record}`` (baseline under ``none``)."""
+                   strategies: Sequence[str], cap: Any = None,
+                   batch_tokens: int | None = None) -> dict[str, dict[str, Any]]:
+    """Every strategy on one model: ``{name: per-model record}`` (baseline under ``none``).
+    With ``cap`` (the model's capture) the baseline and PAD/CAD whose weak prompt is a
+    view are read from it; only the prompts a mitigation adds run forward."""
+    from diagnose.mitigations.contrastive import scores_from_capture
+
     kw = dict(prepend_bos=cfg.prepend_bos, batch_tokens=batch_tokens)
-    base = score_task(model, task, **kw)
+    base = cap.scores if cap is not None else score_task(model, task, **kw)
     out = {BASELINE: _choose_and_report(BASELINE, None, [None], [base], sel)}
     contrastive_cache: dict[tuple[str, tuple[float, ...]], list[TaskScores]] = {}
     for s in strategies:
@@ -245,8 +249,15 @@ def mitigate_model(model: LoadedModel, task: Task, cfg: MitigationConfig, sel: S
             view = weak_view(task, cfg, s)
             ck = (view, tuple(cfg.alphas))
             if ck not in contrastive_cache:
-                weak = [e.prompt for e in task.view(view).examples]
-                contrastive_cache[ck] = score_contrastive(model, task, weak, cfg.alphas, **kw)
+                got = (scores_from_capture(model, task, cap, view, cfg.alphas)
+                       if cap is not None and task.format == "classification" else None)
+                if got is None:
+                    vt, idx = view_task(task, view)
+                    weak = [e.prompt for e in task.examples]
+                    for j, i in enumerate(idx):
+                        weak[i] = vt.examples[j].prompt
+                    got = score_contrastive(model, task, weak, cfg.alphas, **kw)
+                contrastive_cache[ck] = got
             out[s] = _choose_and_report(s, "a", list(cfg.alphas), contrastive_cache[ck], sel,
                                         weak_view=view)
         elif s == "few-shot":
@@ -269,6 +280,27 @@ def mitigate_model(model: LoadedModel, task: Task, cfg: MitigationConfig, sel: S
     return out
 
 
+def mitigation_stage(task: Task, cfg: MitigationConfig, batch_tokens: int | None = None):
+    """The per-model stage (needs the model for the prompts mitigations add)."""
+    from diagnose.runner import ModelStage
+    from probes.capture import TokenCount
+
+    sel = selection_split(task, cfg.selection, cfg.seed)
+    strategies, _ = strategy_plan(task, cfg)
+
+    def compute(model: LoadedModel, inputs: dict) -> tuple[dict, dict]:
+        with TokenCount() as count:
+            recs = mitigate_model(model, task, cfg, sel, strategies, inputs["capture"],
+                                  batch_tokens)
+        return {}, {"id": model.id, "n_params": model.n_params, "source": model.spec.source,
+                    "dtype": str(model.dtype).replace("torch.", ""), "device": model.device,
+                    "strategies": recs, "tokens": count.tokens}
+
+    return ModelStage(name="mitigation", reads=("capture",), needs_model=True,
+                      key=[task.fingerprint(), dataclasses.asdict(cfg), strategies, sel.how],
+                      compute=compute, decode=lambda arrays, meta: meta)
+
+
 # -- the family ------------------------------------------------------------------------------
 
 
@@ -282,32 +314,38 @@ def run_mitigations(
     batch_tokens: int | None = None,
     trust_remote_code: bool = False,
     progress: bool = True,
+    records_root: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``cfg.strategies`` on every model of ``family``; write and return
-    ``DIR/mitigation.json`` (and ``DIR/mitigation.png``)."""
+    """``diagnose mitigate``: build the task's views, capture each model once and run
+    ``cfg.strategies``; write and return ``DIR/mitigation.json`` (and the plot)."""
+    from diagnose.capture import capture_stage
+    from diagnose.runner import run_models
+    from diagnose.views import build_views
+
+    task, _ = build_views(task, cfg.seed)
+    res = run_models([capture_stage(task, cfg.prepend_bos, batch_tokens),
+                      mitigation_stage(task, cfg, batch_tokens)], family,
+                     records_root or out_dir,
+                     load=dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+                     progress=progress)
+    return write_mitigations(task, family.name, res["mitigation"], out_dir, cfg)
+
+
+def write_mitigations(task: Task, family_name: str, per_model: list[dict[str, Any]],
+                      out_dir: str | Path, cfg: MitigationConfig) -> dict[str, Any]:
+    """``mitigation.json``, ``mitigation.csv``, ``mitigation.png`` and each model's record,
+    from the per-model records."""
+    from diagnose.mitigation_plots import write_mitigation_plot
+
     out = Path(out_dir)
     sel = selection_split(task, cfg.selection, cfg.seed)
     strategies, skipped = strategy_plan(task, cfg)
-    fp = task_fingerprint(task)
-
-    def compute(model: LoadedModel) -> dict[str, Any]:
-        recs = mitigate_model(model, task, cfg, sel, strategies, batch_tokens)
-        return {"id": model.id, "n_params": model.n_params, "source": model.spec.source,
-                "dtype": str(model.dtype).replace("torch.", ""), "device": model.device,
-                "strategies": recs}
-
-    per_model = for_each_model(
-        family,
-        record_path=lambda spec: out / "models" / store.slug(spec.id) / "mitigation.json",
-        key=lambda spec: store.content_hash(fp, spec.source, dtype, dataclasses.asdict(cfg),
-                                            strategies, sel.how),
-        compute=compute, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-        progress=progress)
-    summary = summarize(task, family.name, per_model, sel, cfg, strategies, skipped)
+    per_model = sorted(per_model, key=lambda m: m["n_params"])
+    for m in per_model:
+        store.write_json(out / "models" / store.slug(m["id"]) / "mitigation.json", m)
+    summary = summarize(task, family_name, per_model, sel, cfg, strategies, skipped)
     store.write_json(out / "mitigation.json", summary)
     store.write_csv(out / "mitigation.csv", summary_rows(summary))
-    from diagnose.mitigation_plots import write_mitigation_plot
-
     write_mitigation_plot(summary, out / "mitigation.png")
     return summary
 

@@ -29,31 +29,34 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def check_family(family_dir: str | Path, cfg: OrganismConfig | None = None, tasks=None,
                  views: bool = False) -> dict:
     """Accuracy of every model of the family on every check task, scored by the project
-    engine (``diagnose.scoring``: ISP rules, one model in memory at a time).
+    engine (``diagnose.capture``: ISP rules, one pass per model and task).
 
-    ``views=True`` also scores each task's views (extra rows named ``task[view]``, answer
-    = the view's own answer), fused into the same batched pass as the task.
+    ``views=True`` also reports every view the registry builds for each task (rows named
+    ``task[view]``; accuracy against the view's own answer where it has one, else
+    agreement with the task's answer), from the same pass.
     """
+    from diagnose.capture import TASK, capture
     from diagnose.families import free_model, load_family_manifest, load_model
-    from diagnose.scoring import score_with_views
+    from diagnose.views import build_views, view_order
 
     family_dir = Path(family_dir)
     cfg = cfg or load_config(family_dir)
     family = load_family_manifest(family_dir)
-    tasks = list(tasks) if tasks is not None else check_tasks(cfg)
-    names = [t.name for t in tasks] + ([f"{t.name}[{v}]" for t in tasks for v in t.view_names]
-                                       if views else [])
+    tasks = [build_views(t)[0] for t in (list(tasks) if tasks is not None else check_tasks(cfg))]
+    names = [t.name for t in tasks] + ([f"{t.name}[{v}]" for t in tasks
+                                        for v in view_order(t.view_names)] if views else [])
     correct: dict[str, list[int]] = {n: [] for n in names}
     sizes: dict[str, int] = {}
     for spec in family.models:
         model = load_model(spec, device="cpu")
         try:
             for t in tasks:
-                fused = score_with_views(model, t, views=t.view_names if views else [])
-                for name, s in [(t.name, fused.task)] + [
-                        (f"{t.name}[{v}]", fused.views[v]) for v in fused.views]:
-                    correct[name].append(int(s.correct.sum()))
-                    sizes[name] = s.n
+                cap = capture(model, t, instruments=False)
+                for key, ps in cap.sets.items():
+                    name = t.name if key == TASK else f"{t.name}[{key}]"
+                    if name in correct:
+                        correct[name].append(int(ps.scores.correct.sum()))
+                        sizes[name] = ps.scores.n
         finally:
             free_model(model)
     by_name = {t.name: t for t in tasks}
@@ -65,6 +68,7 @@ def check_family(family_dir: str | Path, cfg: OrganismConfig | None = None, task
         out_tasks.append({
             "name": name,
             "cause": t.metadata.get("cause"),
+            "design": t.metadata.get("design"),
             "control": bool(t.metadata.get("control", False)),
             "accuracy": [k / n for k in correct[name]],
             "ci_low": [c[0] for c in ci],
