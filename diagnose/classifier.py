@@ -59,7 +59,7 @@ def as_matrix(X: Any, names: Sequence[str]) -> np.ndarray:
     return np.array([[float(row.get(n, np.nan)) for n in names] for row in X], dtype=float)
 
 
-def tested(X: Any) -> np.ndarray:
+def causes_under_test(X: Any) -> np.ndarray:
     """[n, 4] which causes each unit can test: some view of the cause has evidence."""
     names = feature_names()
     Xm = as_matrix(X, names)
@@ -114,7 +114,7 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         self.blocks_: dict[str, list[str]] = {}
         self.models_: dict[str, Any] = {}
         self.constant_: dict[str, float] = {}
-        T = tested(Xm)
+        T = causes_under_test(Xm)
         if not self.views:
             return self._fit_lens_only(Xm, y)
         for j, c in enumerate(CAUSES):
@@ -143,7 +143,7 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         """[n, 4] P(cause at work) per cause; NaN where the cause is untested."""
         names = list(self.feature_names_in_)
         Xm = as_matrix(X, names)
-        T = tested(Xm)
+        T = causes_under_test(Xm)
         out = np.full((len(Xm), len(CAUSES)), np.nan)
         if "*" in self.models_:
             m = self.models_["*"]

@@ -128,7 +128,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
                                          args.batch_tokens))
         if tuned:
             stages += [tuned_lens_stage(task, args.lens_steps, args.seed, args.prepend_bos,
-                                        args.batch_tokens),
+                                        args.batch_tokens,
+                                        args.lens_cache or os.path.join(args.out, "tuned_lens")),
                        readings_stage(args.seed, args.probe_folds, lens="tuned")]
     except ProbeError as e:
         raise UserError(str(e)) from e

@@ -214,7 +214,7 @@ def default_batch_tokens(model: LoadedModel) -> int:
     """Padded tokens per forward batch. On a GPU, large batches; on a CPU, the batch whose
     activations stay in cache is the fastest: about 2^18 residual elements (measured on
     the organisms: d256 ran 1.8x faster at 1024 tokens than at 8192, d32 was flat from
-    2048 on; ``experiments/bench``), between 512 and 8192 tokens."""
+    2048 on; measured by `make bench`), between 512 and 8192 tokens."""
     if model.device.startswith("cuda"):
         return 65536
     d = int(getattr(model.bridge.cfg, "d_model", 256) or 256)

@@ -78,7 +78,7 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
 
         stages.append(patching_stage(task, None, limit=cfg.patch_limit))
         if cfg.lens == "tuned":
-            stages += [tuned_lens_stage(task, seed=cfg.seed),
+            stages += [tuned_lens_stage(task, seed=cfg.seed, lens_dir=out / "probes" / "tuned_lens"),
                        readings_stage(cfg.seed, lens="tuned")]
     mcfg = None
     if cfg.mitigations:

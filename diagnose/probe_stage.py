@@ -152,9 +152,10 @@ def patching_stage(task: Task, view: str | None, limit: int = 32, positions: int
 
 
 def tuned_lens_stage(task: Task, steps: int = 200, seed: int = 0, prepend_bos: bool = False,
-                     batch_tokens: int | None = None):
+                     batch_tokens: int | None = None, lens_dir: str | Path | None = None):
     """Per model: a tuned lens trained on the task's prompts, read at the captured answer
-    positions (``lens_log_probs`` like the capture's) with its held-out KL."""
+    positions (``lens_log_probs`` like the capture's) with its held-out KL; the lens
+    itself is saved under ``lens_dir/<model slug>`` (tuned-lens's config + params)."""
     import torch
 
     from diagnose.engine import default_batch_tokens
@@ -183,6 +184,8 @@ def tuned_lens_stage(task: Task, steps: int = 200, seed: int = 0, prepend_bos: b
             lens = train_tuned_lens(model.bridge, stack, model.id, steps=steps, seed=seed)
             held_stack = residual_sample(model.bridge, held, per_seq=32, seed=seed + 1,
                                          batch_tokens=bt)
+        if lens_dir is not None:
+            lens.save(Path(lens_dir) / store.slug(model.id))
         kl = {"logit": lens_kl(model.bridge, LogitLens(), held_stack).tolist(),
               "tuned": lens_kl(model.bridge, lens, held_stack).tolist(),
               "trained_on": "task prompts (80%)", "measured_on": "held-out task prompts (20%)",
@@ -191,7 +194,9 @@ def tuned_lens_stage(task: Task, steps: int = 200, seed: int = 0, prepend_bos: b
         rows = np.nonzero(np.isfinite(cap.lens_log_probs[:, -1]).any(1))[0]
         out[rows] = read_classes(model.bridge, torch.from_numpy(cap.stack[:, rows]),
                                  cap.class_first[rows], lens)
-        return {"lens_log_probs": out}, {"kl_to_final": kl, "tokens": count.tokens}
+        return {"lens_log_probs": out}, {"kl_to_final": kl, "tokens": count.tokens,
+                                         "tuned_lens_path": None if lens_dir is None else
+                                         str(Path(lens_dir) / store.slug(model.id))}
 
     return ModelStage(name="tuned_lens", reads=("capture",), needs_model=True,
                       key=[task.fingerprint(), steps, seed, prepend_bos], compute=compute,

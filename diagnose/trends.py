@@ -59,7 +59,7 @@ means and bootstrap support; a flat curve is called inverse only when the
 smallest-minus-largest difference is at least ``d`` *and* at least about
 ``d + 1.3`` standard errors, i.e. rarely: 1.1 % of 540 flat synthetic families
 (3.3 % at 100 examples with independent outcomes, 0 % at 300 and 1000), see
-``experiments/trend_validation.py``.
+the trend validation study (README, "Trends").
 
 Turning point (u_shaped / inverted_u): the vertex of the parabola through the
 extreme interior model and its two neighbours, in ``log10(n_params)`` (so it

@@ -1,197 +1,174 @@
-"""Features, the cause classifier, and the classify stage."""
+"""Features, the cause model and its validation across designs, on evidence with a known
+mechanism (tests/synthetic.py): the label must follow what the views do, never which
+views a task carries."""
 
 import json
 
 import numpy as np
 import pytest
 
-from diagnose.classifier import CAUSES, LABELS, NO_INVERSE, CauseClassifier
+from diagnose.causes import CAUSES, NO_INVERSE, UNDETERMINED, UNTESTED
+from diagnose.classifier import CLASSES, CauseModel, gate, causes_under_test
+from diagnose.classify_stage import TaskUnit, classify, training_rows, validate_designs
 from diagnose.evidence import FamilyEvidence, ModelEvidence
-from diagnose.features import VIEWS, feature_names, unit_features
+from diagnose.features import feature_names, unit_features
+from tests.synthetic import DEMO_VIEWS, unit
+
+CTX = ("no_context",)
+# design A: each cause with its own view; design B crosses view sets with other causes
+DESIGNS = {
+    "A": {"strong_prior": ("prior",) + CTX, "distractor_task": ("easy",) + CTX,
+          "spurious_few_shot": DEMO_VIEWS + CTX, "unwanted_imitation": ("human",) + CTX},
+    "B": {"strong_prior": ("prior",) + DEMO_VIEWS + CTX, "distractor_task": ("easy", "human") + CTX,
+          "spurious_few_shot": DEMO_VIEWS + ("easy",) + CTX,
+          "unwanted_imitation": ("human", "prior") + CTX},
+}
 
 
-def _model(n, correct, choice, view_choice, view_correct):
-    return ModelEvidence(id=f"m{n}", n_params=n, n_layers=2, choice=np.array(choice),
-                         correct=np.array(correct, bool), tempting=np.ones(len(choice), int),
-                         view_choice={"prior": np.array(view_choice)},
-                         view_correct={"prior": np.array(view_correct, bool)})
+def _units(seed=0):
+    units = []
+    for d, spec in DESIGNS.items():
+        for k, (cause, views) in enumerate(spec.items()):
+            s = seed * 100 + 10 * k + (d == "B")
+            units.append(TaskUnit(f"{d}-{cause}", f"{cause}-{d}", cause, False,
+                                  unit(cause, views, seed=s, name=f"{d}-{cause}")))
+            units.append(TaskUnit(f"{d}-ctrl-{cause}", f"{cause}-{d}", NO_INVERSE, True,
+                                  unit(None, views, seed=s + 5, name=f"{d}-ctrl-{cause}")))
+    return units
+
+
+def _ev(correct_small, correct_large, choice_large, view_choice_large):
+    def m(size, correct, choice, vc):
+        return ModelEvidence(id=str(size), n_params=size, n_layers=2, answer=np.zeros(4, int),
+                             choice=np.array(choice), correct=np.array(correct, bool),
+                             scored=np.ones(4, bool), tempting=np.ones(4, int),
+                             view_choice={"prior": np.array(vc)}, view_own={})
+    return FamilyEvidence("t", list("abcd"), ("prior",),
+                          [m(1_000, correct_small, [0, 0, 0, 0], [1, 0, 0, 0]),
+                           m(100_000, correct_large, choice_large, view_choice_large)])
 
 
 def test_features_by_hand():
-    # 4 examples, answer 0 everywhere; the prior view's answer is the tempting class 1
-    small = _model(1_000, [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0])
-    large = _model(100_000, [1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 0, 1], [1, 1, 0, 1])
-    ev = FamilyEvidence("t", ["a", "b", "c", "d"], ("prior",), [small, large])
+    # the large model is wrong on b, c, d (choices 1, 1, 1); under the prior view it
+    # answers 1, 1, 0, 1: tempting on 3 of 4, and 2 of its 3 errors agree with the view
+    ev = _ev([1, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 1], [1, 1, 0, 1])
     f, trend = unit_features(ev, n_boot=50)
     assert f["acc_small"] == 1.0 and f["acc_large"] == 0.25 and f["drop_large"] == 0.75
-    assert f["prior_acc_large"] == 0.75
-    assert f["prior_acc_slope"] == pytest.approx((0.75 - 0.25) / 2)  # per decade
-    # wrong on b, c, d: main choices 1, 1, 0 vs prior choices 1, 0, 1 -> 1 of 3 agree
-    assert f["prior_agree_large"] == pytest.approx(1 / 3)
-    assert f["prior_present"] == 1.0 and f["easy_present"] == 0.0
-    assert np.isnan(f["easy_acc_large"]) and np.isnan(f["commit_large"])
-    assert trend["label"] in ("inverse", "flat")
+    assert f["prior_tempt_large"] == 0.75
+    assert f["prior_tempt_slope"] == pytest.approx((0.75 - 0.25) / 2)   # per decade
+    assert f["prior_fix_large"] == pytest.approx(0.25 - 0.25)           # view right on 'c' only
+    assert f["prior_agree_large"] == pytest.approx(2 / 3)
+    assert np.isnan(f["easy_tempt_large"]) and np.isnan(f["commit_large"])
     # a subset is features of that subset only
     f2, _ = unit_features(ev, np.array([0, 1]), n_boot=50)
     assert f2["acc_large"] == 0.5
 
 
-def _signature(cause, rng):
-    """Synthetic feature rows with each cause's signature plus noise."""
-    f = {k: float("nan") for k in feature_names()}
-    f.update(n_models=4, log10_span=1.5, acc_small=0.6, acc_large=0.3, acc_best_smaller=0.9,
-             drop_large=0.6, p_inverse=1.0, trend_confidence=0.95,
-             commit_large=rng.uniform(0.4, 0.8), commit_slope=rng.normal(0, 0.1),
-             overwrite_large=rng.uniform(0, 0.3), know_gap_large=rng.normal(0.05, 0.05),
-             know_gap_slope=rng.normal(0, 0.05))
-    for v in VIEWS:
-        f[f"{v}_present"] = 0.0
-    noise = lambda: rng.normal(0, 0.05)  # noqa: E731
-    if cause == "strong_prior":
-        f.update(prior_present=1.0, prior_acc_large=0.9 + noise(), prior_acc_slope=0.3 + noise(),
-                 prior_agree_large=0.95 + noise(), prior_agree_slope=0.2 + noise())
-    elif cause == "distractor_task":
-        f.update(easy_present=1.0, easy_acc_large=0.9 + noise(), easy_acc_slope=0.3 + noise(),
-                 easy_agree_large=0.9 + noise(), easy_agree_slope=0.2 + noise())
-    elif cause == "spurious_few_shot":
-        f.update(zero_shot_present=1.0, balanced_present=1.0, zero_shot_gap_large=0.4 + noise(),
-                 zero_shot_gap_slope=0.2 + noise(), balanced_gap_large=0.4 + noise(),
-                 balanced_gap_slope=0.2 + noise(), zero_shot_acc_large=0.8, balanced_acc_large=0.8,
-                 zero_shot_agree_large=0.1, balanced_agree_large=0.1)
-    elif cause == "unwanted_imitation":
-        f.update(human_present=1.0, human_acc_large=0.9 + noise(), human_acc_slope=0.3 + noise(),
-                 human_agree_large=0.9 + noise(), human_agree_slope=0.2 + noise())
-    elif cause == NO_INVERSE:
-        f.update(p_inverse=rng.uniform(0, 0.3), drop_large=rng.normal(0, 0.02))
-    return f
+def test_no_feature_says_whether_a_view_exists():
+    assert not [n for n in feature_names() if "present" in n]
+    # two tasks that differ only in carrying an inert extra view give the same features
+    # for everything else
+    import copy
+
+    a = unit("strong_prior", ("prior",) + CTX, seed=3)
+    b = copy.deepcopy(a)
+    b.views = b.views + ("easy",)
+    for m in b.models:
+        m.view_choice["easy"] = m.choice.copy()
+    fa, _ = unit_features(a, n_boot=50)
+    fb, _ = unit_features(b, n_boot=50)
+    for k in fa:
+        if not k.startswith("easy_"):
+            assert fa[k] == pytest.approx(fb[k], nan_ok=True), k
 
 
-def test_classifier_learns_signatures_and_gates_flat_tasks():
-    rng = np.random.default_rng(0)
-    train = [(c, _signature(c, rng)) for c in LABELS for _ in range(12)]
-    test = [(c, _signature(c, rng)) for c in LABELS for _ in range(12)]
-    clf = CauseClassifier().fit([f for _, f in train], [c for c, _ in train])
-    pred = clf.predict([f for _, f in test])
-    truth = np.array([c for c, _ in test])
-    assert (pred == truth).mean() >= 0.95
-    assert all(p == NO_INVERSE for p, t in zip(pred, truth) if t == NO_INVERSE)
-    proba = clf.predict_proba([f for _, f in test])
-    assert np.allclose(proba.sum(1), 1.0) and list(clf.classes_) == list(LABELS)
-    # the explanation names the prior-view features for a strong-prior row
-    f = test[0][1]
-    assert test[0][0] == "strong_prior"
-    top = [n for n, _ in clf.contributions(f, "strong_prior")[:4]]
-    assert any(n.startswith("prior_") for n in top)
-    # a curve the trend rule calls flat gets no cause, even when most replicates lean inverse
-    leaning = dict(f, p_inverse=0.7, trend_inverse_like=0.0)
-    assert clf.predict_proba([leaning])[0].argmax() == LABELS.index("strong_prior")
-    assert clf.predict([leaning])[0] == NO_INVERSE
-    assert clf.predict([dict(leaning, trend_inverse_like=1.0)])[0] == "strong_prior"
+def _fit(design="A", seed=0):
+    units = [u for u in _units(seed) if u.design.endswith(design)]
+    X, y, _ = training_rows(units, augment=6, seed=seed)
+    return CauseModel(random_state=seed).fit(X, y)
 
 
-def test_classifier_json_round_trip(tmp_path):
-    rng = np.random.default_rng(1)
-    rows = [(c, _signature(c, rng)) for c in LABELS for _ in range(6)]
-    clf = CauseClassifier().fit([f for _, f in rows], [c for c, _ in rows])
-    clf.save(tmp_path / "clf.json")
-    json.loads((tmp_path / "clf.json").read_text())  # plain JSON, no pickle
-    again = CauseClassifier.load(tmp_path / "clf.json")
-    X = [f for _, f in rows]
-    assert np.array_equal(clf.predict_proba(X), again.predict_proba(X))
+def test_cause_model_transfers_to_the_other_design_and_is_consistent():
+    model = _fit("A")
+    assert list(model.classes_) == list(CLASSES) and len(CLASSES) == len(CAUSES) + 1
+    for cause, views in DESIGNS["B"].items():
+        f, _ = unit_features(unit(cause, views, seed=77), n_boot=50)
+        proba = model.predict_proba([f])[0]
+        assert proba.sum() == pytest.approx(1.0)
+        assert model.predict([f])[0] == CLASSES[int(proba.argmax())] == cause, (cause, proba)
 
 
-def test_fit_rejects_unknown_labels():
-    rng = np.random.default_rng(2)
-    with pytest.raises(ValueError, match="unknown labels"):
-        CauseClassifier().fit([_signature("strong_prior", rng)] * 2, ["strong_prior", "nope"])
+def test_untested_causes_are_never_the_label_and_inert_views_do_not_move_it():
+    model = _fit("A")
+    f, _ = unit_features(unit("strong_prior", ("prior",) + CTX, seed=5), n_boot=50)
+    assert model.predict([f])[0] == "strong_prior"
+    t = model.tests([f])[0]
+    assert t["strong_prior"] == "supported" and t["spurious_few_shot"] == UNTESTED
+    assert np.isnan(model.support([f])[0][CAUSES.index("spurious_few_shot")])
+    # the same task with demonstrations whose removal changes nothing: few-shot becomes
+    # tested, is not supported, and the label stays
+    g, _ = unit_features(unit("strong_prior", ("prior",) + DEMO_VIEWS + CTX, seed=5), n_boot=50)
+    assert model.predict([g])[0] == "strong_prior"
+    assert model.tests([g])[0]["spurious_few_shot"] == "not_supported"
+    # removing the view that tests the cause: nothing tested supports anything
+    h = {k: (np.nan if k.startswith("prior_") else v) for k, v in f.items()}
+    assert model.predict([h])[0] == UNDETERMINED
+    assert model.tests([h])[0]["strong_prior"] != UNTESTED  # no_context still tests it
 
 
-def test_heldout_validation_runs_on_tiny_organisms(tiny_organisms, tmp_path):
-    """Mechanics on the tiny preset (its models are too small to show the causes)."""
-    from diagnose.classify_stage import (classify_evidence, heldout_validation, planted_units,
-                                         scales_inversely)
-    from diagnose.families import load_family_manifest
-    from experiments.organisms.planted import planted_tasks
-
-    cfg, fdir = tiny_organisms
-    family = load_family_manifest(fdir)
-    tasks = planted_tasks(cfg, "all", controls=True)
-    units = planted_units(tasks, family, tmp_path / "ev", progress=False)
-    assert {u.split for u in units} == {"train", "heldout"}
-    assert {u.planted for u in units} >= set(CAUSES) | {NO_INVERSE}
-    assert {u.label for u in units} <= set(LABELS)
-    # the behavioural key labels a planted unit with its cause only if its task scales inversely
-    for u in units:
-        assert u.label in (u.planted, NO_INVERSE)
-        assert (u.label == u.planted) == (u.planted == NO_INVERSE or scales_inversely(u.evidence))
-    res = heldout_validation(units, augment=1, key="planted")
-    assert res["n"] == sum(u.split == "heldout" for u in units)
-    assert np.array(res["confusion"]).shape == (5, 5) and np.sum(res["confusion"]) == res["n"]
-    assert 0.0 <= res["accuracy"] <= 1.0
-    # evidence is cached: a second pass loads it instead of running the models
-    from diagnose import evidence as evmod
-
-    def boom(*a, **k):
-        raise AssertionError("evidence recomputed")
-
-    orig = evmod.load_model
-    evmod.load_model = boom
-    try:
-        again = planted_units(tasks[:1], family, tmp_path / "ev", progress=False)
-    finally:
-        evmod.load_model = orig
-    assert len(again) >= 1
-    clf = CauseClassifier().fit(*_xy(units))
-    out = classify_evidence(clf, units[0].evidence)
-    assert out["cause"]["label"] in LABELS and out["evidence"]
-    assert set(out["cause"]["probabilities"]) == set(LABELS)
-
-    # the command, on a planted task file and on a real ISP file
-    from diagnose import cli
-    from diagnose.loaders import save_task_jsonl
-    from tests.conftest import SHARED_ISP
-
-    clf.save(tmp_path / "clf.json")
-    task_file = save_task_jsonl(tasks[0], tmp_path / f"{tasks[0].name}.jsonl")
-    files = [task_file] + ([SHARED_ISP / "memo-trap.jsonl"] if SHARED_ISP.is_dir() else [])
-    for i, fpath in enumerate(files):
-        d = tmp_path / f"cls{i}"
-        assert cli.main(["classify", "--task", str(fpath), "--family", str(fdir), "--classifier",
-                         str(tmp_path / "clf.json"), "--out", str(d), "--no-progress"]) == 0
-        r = json.loads((d / "classification.json").read_text())
-        assert {"task", "trend", "cause", "evidence"} <= set(r)
-        assert {"label", "confidence"} <= set(r["trend"])
-        assert {"label", "probabilities"} <= set(r["cause"])
-        assert abs(sum(r["cause"]["probabilities"].values()) - 1) < 1e-9
-    if len(files) > 1:  # English on organisms: honest about it
-        assert r["evidence_level"] == "low" and r["adapter"] == "memo-trap"
-        assert any("unknown to the models' tokenizer" in n for n in r["evidence_notes"])
-        assert r["views"] == ["prior"]
+def test_saved_model_gives_the_same_probabilities(tmp_path):
+    model = _fit("A")
+    model.save(tmp_path / "c.json", provenance={"x": 1})
+    again = CauseModel.load(tmp_path / "c.json")
+    X = [unit_features(unit(c, v, seed=9), n_boot=50)[0] for c, v in DESIGNS["B"].items()]
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X))
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["feature_names"] = d["feature_names"][:-1]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="another feature set"):
+        CauseModel.load(tmp_path / "bad.json")
 
 
-def _xy(units):
-    from diagnose.classify_stage import unit_matrix
+def test_gate_is_a_rule():
+    assert gate({"label": "inverse"}) is None
+    assert gate({"label": "u_shaped"}) is None
+    assert gate({"label": "flat"}) == NO_INVERSE
+    assert gate({"label": "inverse"}, ["every model is at chance"]) == UNDETERMINED
 
-    X, y, _ = unit_matrix(units, key="planted")
-    return X, y
+
+def test_classification_json_says_what_was_tested():
+    model = _fit("A")
+    ev = unit("distractor_task", ("easy",) + CTX, seed=11)
+    views = {"built": ["easy", "no_context"], "not_applicable": {
+        "prior": "no leading instruction clause naming exactly one class",
+        "human": "only the task can supply it", "zero_shot": "no demonstrations",
+        "balanced": "no demonstrations", "shuffled_labels": "no demonstrations"}}
+    r = classify(model, ev, views, n_boot=100)
+    assert r["cause"]["label"] == "distractor_task" and r["cause"]["decided_by"] == "cause model"
+    assert r["tests"]["unwanted_imitation"] == UNTESTED
+    assert "only the task can supply it" in r["untested_because"]["unwanted_imitation"]
+    assert r["cause"]["support"]["unwanted_imitation"] is None
+    flat = classify(model, unit(None, ("easy",) + CTX, seed=12), views, n_boot=100)
+    assert flat["cause"]["label"] == NO_INVERSE and flat["cause"]["decided_by"].startswith("gate")
 
 
-def test_sequence_prob_task_gets_its_loss_trend_and_no_cause(tiny_family_dirs, tmp_path):
-    from diagnose import cli
+def test_leave_one_design_out_on_synthetic_mechanisms():
+    units = _units(0)
+    v = validate_designs(units, augment=4, seed=0, n_boot=100)
+    assert v["protocol"] == "leave-one-design-out" and v["n"] == len(units)
+    assert [f["train_designs"] for f in v["folds"]] == [
+        sorted(f"{c}-A" for c in CAUSES), sorted(f"{c}-B" for c in CAUSES)]
+    assert v["accuracy"] >= 0.85 and v["controls_no_inverse"] == 1.0
+    assert all(n.split("_")[0] in ("prior", "easy", "zero", "balanced", "shuffled", "no",
+                                   "human", "commit", "overwrite", "know") for n in v["features"])
+    pa = v["presence_ablation"]
+    assert pa["main_model_reads_presence"] is False
+    assert pa["label_unchanged_when_a_view_not_in_play_is_removed"] == 1.0
+    # the crossed design B defeats a model that reads only which views exist
+    assert pa["presence_only"]["accuracy"] < v["accuracy"]
+    assert set(v["lens_probe_only"]) >= {"accuracy", "confusion", "features"}
 
-    rows = [{"prompt": f"Repeat the input.\n\nInput: {w} there you are.\nOutput:",
-             "completion": " Ignore"} for w in ("well,", "so,", "then,", "and", "but")]
-    p = tmp_path / "prompt-injection.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rng = np.random.default_rng(3)
-    sig = [(c, _signature(c, rng)) for c in LABELS for _ in range(4)]
-    CauseClassifier().fit([f for _, f in sig], [c for c, _ in sig]).save(tmp_path / "c.json")
-    args = ["classify", "--task", str(p), "--classifier", str(tmp_path / "c.json"),
-            "--out", str(tmp_path / "o"), "--no-progress"]
-    for d in tiny_family_dirs:
-        args += ["--model", str(d)]
-    assert cli.main(args) == 0
-    r = json.loads((tmp_path / "o" / "classification.json").read_text())
-    assert r["trend"]["metric"] == "loss" and r["evidence_level"] == "low"
-    assert r["cause"]["label"] in (None, NO_INVERSE)
-    assert r["adapter"] == "prompt-injection" and r["views"] == ["prior"]
+
+def test_tested_reads_the_view_evidence():
+    f, _ = unit_features(unit("strong_prior", ("prior",) + CTX, seed=1), n_boot=20)
+    assert causes_under_test([f])[0].tolist() == [True, False, False, False]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from diagnose import cli, per_model
+from diagnose import cli, runner
 
 ROWS = [
     {"prompt": "Write a quote that ends in the word heavy: Absence makes the heart grow",
@@ -62,7 +62,7 @@ def test_rerun_resumes_without_reloading_models(task_file, tiny_family_dirs, tmp
     def boom(*a, **k):
         raise AssertionError("a finished model was loaded again")
 
-    monkeypatch.setattr(per_model, "load_model", boom)
+    monkeypatch.setattr(runner, "load_model", boom)
     assert run(args) == 0
     assert (out / "summary.json").read_text() == first
     # a changed task invalidates the cached models

@@ -126,11 +126,15 @@ def test_batched_encoding_equals_one_pair_at_a_time(tokenizer):
                                                        for p, c in pairs]
 
 
-def test_fused_views_and_lens_equal_separate_passes(both):
-    """score_with_views: same numbers as scoring each view alone, and its residual stack
-    equals a separate logit-lens capture at the answer positions."""
-    from diagnose.scoring import score_with_views
+def test_capture_equals_separate_passes(both):
+    """The one capture per model: the task and every view give the same numbers as
+    scoring each alone, its residual stack equals a separate logit-lens capture at the
+    answer positions, its attribution sums to the logit difference, and it runs no more
+    tokens than the distinct inputs."""
+    from diagnose.capture import Capture, capture
+    from diagnose.records import load, save
     from diagnose.tasks import View
+    from diagnose.views import view_task
     from probes.logit_lens import capture_resid_stack
 
     model, _, _ = both
@@ -139,17 +143,42 @@ def test_fused_views_and_lens_equal_separate_passes(both):
                        views={"prior": View(e.prompt.split(":")[-1] or "x", 0),
                               "easy": View("Answer:", None)}) for e in base.examples)
     task = Task("fused", "classification", ex)
-    fused = score_with_views(model, task, lens=True, batch_tokens=64)
-    assert np.array_equal(np.isnan(fused.task.class_scores), np.isnan(
-        score_task(model, task).class_scores))
-    assert np.nanmax(np.abs(fused.task.class_scores - score_task(model, task).class_scores)) < 1e-5
+    cap = capture(model, task, batch_tokens=64)
+    plain = score_task(model, task)
+    assert np.array_equal(np.isnan(cap.scores.class_scores), np.isnan(plain.class_scores))
+    assert np.nanmax(np.abs(cap.scores.class_scores - plain.class_scores)) < 1e-5
     for v in ("prior", "easy"):
-        alone = score_task(model, task.view(v))
-        assert np.nanmax(np.abs(fused.views[v].class_scores - alone.class_scores)) < 1e-5
-        assert np.array_equal(fused.views[v].chosen, alone.chosen)
-    stack = capture_resid_stack(model.bridge, fused.contexts)
-    assert fused.stack.shape == stack.shape == (model.n_layers + 1, len(task), stack.shape[-1])
-    assert torch.max(torch.abs(fused.stack - stack)) < 1e-4
+        vt, idx = view_task(task, v)
+        alone = score_task(model, vt)
+        assert np.nanmax(np.abs(cap.sets[v].scores.class_scores - alone.class_scores)) < 1e-5
+        assert np.array_equal(cap.sets[v].scores.chosen, alone.chosen)
+    contexts = [list(r) for r in (capture_contexts(model, task))]
+    stack = capture_resid_stack(model.bridge, contexts).numpy()
+    assert cap.stack.shape == stack.shape == (model.n_layers + 1, len(task), stack.shape[-1])
+    assert np.max(np.abs(cap.stack - stack)) < 1e-4
+    d = cap.dla
+    total = d["embed"] + d["attn"].sum(1) + d["mlp"].sum(1) + d["bias"]
+    np.testing.assert_allclose(total, d["total"], atol=1e-4)
+    assert cap.tokens["forward_tokens"] <= cap.tokens["distinct_tokens"]
+    # the record round-trips
+    path = _tmp("cap.npz")
+    save(path, *cap.to_record())
+    again = Capture.from_record(*load(path))
+    np.testing.assert_array_equal(again.scores.class_scores, cap.scores.class_scores)
+    np.testing.assert_array_equal(again.stack, cap.stack)
+
+
+def _tmp(name):
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp()) / name
+
+
+def capture_contexts(model, task):
+    from diagnose.tokenization import encode_pairs
+
+    return [encode_pairs(model.tokenizer, [(e.prompt, e.classes[0])])[0][0] for e in task.examples]
 
 
 def test_shared_prefix_rows_equal_separate_rows(both):
@@ -162,7 +191,7 @@ def test_shared_prefix_rows_equal_separate_rows(both):
 
     model, _, _ = both
     assert can_share_prefix(model)
-    reqs, _ = build_requests(classification_task(), model)
+    reqs, _, _ = build_requests(classification_task(), model)
     shared, separate = plan_reads(reqs, share_prefix=True), plan_reads(reqs, share_prefix=False)
     assert any(lay is not None for lay in shared.layouts)
     assert sum(map(len, shared.inputs)) < sum(map(len, separate.inputs))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diagnose import cli, per_model
+from diagnose import cli, runner
 from diagnose.families import ModelSpec, load_model
 from diagnose.mitigations import (
     DEMO_SEPARATOR,
@@ -99,7 +99,7 @@ def test_kernel_matches_both_formulas_on_a_hand_computed_case():
 
 def _manual_contrastive(model, task, weak_prompts, alphas):
     """Independent path: the model's own full-sequence logits, combined per class token."""
-    reqs, keys = build_requests(task, model)
+    reqs, keys, _ = build_requests(task, model)
     out = np.full((len(alphas), len(task.examples), 2), np.nan)
     for r, (i, _, k) in zip(reqs, keys):
         wctx = encode_prompt(model.tokenizer, weak_prompts[i])
@@ -118,7 +118,7 @@ def _manual_contrastive(model, task, weak_prompts, alphas):
 
 def test_contrastive_class_scores_match_token_by_token_formula(neox):
     task = _task()
-    reqs, _ = build_requests(task, neox)
+    reqs, _, _ = build_requests(task, neox)
     assert max(len(r.continuation) for r in reqs) >= 3  # multi-token classes are exercised
     weak = [e.views["prior"].prompt for e in task.examples]
     alphas = [0.0, 1.5]
@@ -350,21 +350,26 @@ def test_mitigate_cli_end_to_end(tiny_family_dirs, tmp_path, capsys, monkeypatch
     def boom(*a, **k):
         raise AssertionError("a finished model was loaded again")
 
-    monkeypatch.setattr(per_model, "load_model", boom)
+    monkeypatch.setattr(runner, "load_model", boom)
     assert cli.main(argv) == 0
     assert (out / "mitigation.json").read_text() == first
     monkeypatch.undo()
 
-    # a task without a prior view: PAD/CAD skipped with a note, the rest runs
-    task2 = _write_task(tmp_path / "no-prior.jsonl", prior=False)
+    # a task without an instruction or a negation: CAD has no x-only prompt and is skipped
+    # with a note; PAD falls back to the classes' context-free prior (no_context)
+    task2 = tmp_path / "no-prior.jsonl"
+    task2.write_text("".join(json.dumps({"prompt": pr, "classes": cls, "answer_index": a,
+                                         "split": ["train", "heldout"][j % 2]}) + "\n"
+                             for j, (_, pr, cls, a, _) in enumerate(PROMPTS * 2)))
     out2 = tmp_path / "out2"
     assert cli.main(["mitigate", "--task", str(task2), "--model", small, "--model", big,
-                     "--strategy", "pad,few-shot", "--shots", "0,1", "--out", str(out2),
+                     "--strategy", "pad,cad,few-shot", "--shots", "0,1", "--out", str(out2),
                      "--no-progress"]) == 0
     res2 = json.loads((out2 / "mitigation.json").read_text())
-    assert [s["name"] for s in res2["strategies"]] == ["none", "few-shot"]
-    assert res2["skipped"][0]["name"] == "pad" and "prior" in res2["skipped"][0]["reason"]
-    assert any("pad skipped" in n for n in res2["notes"])
+    assert [s["name"] for s in res2["strategies"]] == ["none", "pad", "few-shot"]
+    assert res2["strategies"][1]["weak_view"] == "no_context"
+    assert res2["skipped"][0]["name"] == "cad" and "prior" in res2["skipped"][0]["reason"]
+    assert any("cad skipped" in n for n in res2["notes"])
 
 
 def test_mitigate_cli_rejects_unknown_strategy(tmp_path, capsys):

@@ -163,7 +163,8 @@ def test_check_table_shape(family, tiny):
     assert set(res) == {"models", "tasks"}
     assert [m["id"] for m in res["models"]] == [s.name for s in tiny.sizes]
     for t in res["tasks"]:
-        assert set(t) == {"name", "cause", "control", "accuracy", "ci_low", "ci_high", "n"}
+        assert set(t) == {"name", "cause", "design", "control", "accuracy", "ci_low", "ci_high",
+                          "n"}
         assert len(t["accuracy"]) == len(res["models"])
         for a, lo, hi in zip(t["accuracy"], t["ci_low"], t["ci_high"]):
             assert 0 <= lo <= a <= hi <= 1

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from diagnose import cli
@@ -30,13 +29,18 @@ def setup(tmp_path_factory, tiny_family_dirs):
     root = tmp_path_factory.mktemp("pipe")
     task = root / "mini-trap.jsonl"
     task.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    # a classifier fitted on synthetic signatures: this test is about the pipeline
-    from diagnose.classifier import LABELS, CauseClassifier
-    from tests.test_classifier import _signature
+    # a classifier fitted on synthetic mechanisms: this test is about the pipeline
+    from diagnose.classifier import CauseModel
+    from diagnose.classify_stage import TaskUnit, training_rows
+    from tests.test_classifier import DESIGNS
+    from tests.synthetic import unit
 
-    rng = np.random.default_rng(0)
-    rows = [(c, _signature(c, rng)) for c in LABELS for _ in range(6)]
-    CauseClassifier().fit([f for _, f in rows], [c for c, _ in rows]).save(root / "clf.json")
+    units = [TaskUnit(c, "A", c, False, unit(c, v, seed=k))
+             for k, (c, v) in enumerate(DESIGNS["A"].items())]
+    units += [TaskUnit(f"ctrl-{c}", "A", "no_inverse_scaling", True, unit(None, v, seed=9 + k))
+              for k, (c, v) in enumerate(DESIGNS["A"].items())]
+    X, y, _ = training_rows(units, augment=2)
+    CauseModel().fit(X, y).save(root / "clf.json")
     args = ["run", str(task), "--classifier", str(root / "clf.json"), "--strategy",
             "pad,few-shot", "--no-progress"]
     for d in tiny_family_dirs:
@@ -53,8 +57,11 @@ def test_run_writes_every_stage_and_is_deterministic(setup):
                 "probes/probes.json", "probes/lens_heatmap.png", "mitigation/mitigation.json"):
         assert (a / rel).is_file(), rel
     run = json.loads((a / "run.json").read_text())
-    assert run["views_available"] == ["prior"]
-    assert run["classification"]["cause"]["label"]
+    assert run["views"]["built"] == ["prior", "no_context"] and run["views"]["supplied"] == ["prior"]
+    c = run["classification"]
+    assert c["cause"]["label"] and set(c["tests"]) == {"strong_prior", "unwanted_imitation",
+                                                       "distractor_task", "spurious_few_shot"}
+    assert c["tests"]["spurious_few_shot"] == "untested"
     assert {s["name"] for s in run["mitigation"]["strategies"]} >= {"none", "pad", "few-shot"}
     html = (a / "report.html").read_text()
     assert html.index("Verdict") < html.index("Scaling curve") < html.index("Inside the models")
@@ -72,20 +79,18 @@ def test_killed_run_resumes_and_recomputes_only_what_was_missing(setup):
     proc = subprocess.Popen([sys.executable, "-m", "diagnose.cli", *args, "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    marker = out / "probes" / "models"
-    while time.time() < deadline and not (marker.is_dir() and any(marker.rglob("probes.json"))):
-        time.sleep(0.2)
+    marker = out / "records" / "readings"
+    while time.time() < deadline and not (marker.is_dir() and any(marker.glob("*.npz"))):
+        time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "run.json").exists()
-    # per-(model, task, view) units; aggregates are re-derived from them on resume
-    finished = {p: p.stat().st_mtime_ns for p in (out / "score").rglob("summary.json")
-                if p.parent.parent.name == "models"}
-    probed = {p: p.stat().st_mtime_ns for p in marker.rglob("probes.json")}
-    assert finished and probed
+    # per-(model, stage) records; everything else is re-derived from them on resume
+    finished = {p: p.stat().st_mtime_ns for p in (out / "records").rglob("*.npz")}
+    assert any("capture" in str(p) for p in finished) and any("readings" in str(p) for p in finished)
     assert cli.main(args + ["--out", str(out)]) == 0
-    for p, t in {**finished, **probed}.items():
+    for p, t in finished.items():
         assert p.stat().st_mtime_ns == t, f"{p} was recomputed"
     # no temp file left behind, and the result equals an uninterrupted run's
     assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]
@@ -99,8 +104,10 @@ def test_changed_task_invalidates_what_depends_on_it(setup, tmp_path):
     root, task, args = setup
     out = tmp_path / "inv"
     assert cli.main(args + ["--out", str(out)]) == 0
-    key = lambda: {p.parent.name: json.loads(p.read_text())["key"]  # noqa: E731
-                   for p in (out / "score" / "models").glob("*/summary.json")}
+    from diagnose.records import load
+
+    key = lambda: {p.name: load(p)[1]["key"]  # noqa: E731
+                   for p in (out / "records" / "capture").glob("*.npz")}
     before = key()
     changed = tmp_path / "mini-trap.jsonl"
     rows = [dict(r) for r in ROWS]

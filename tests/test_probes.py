@@ -200,13 +200,13 @@ def test_probe_command_end_to_end(view_task, tiny_family_dirs, tmp_path, capsys,
     assert "probes.json" in capsys.readouterr().out
 
     # a rerun resumes from the per-model records: no model is loaded, same JSON
-    from diagnose import per_model
+    from diagnose import runner
 
     def boom(*a, **k):
         raise AssertionError("a finished model was probed again")
 
     first = (out / "probes.json").read_text()
-    monkeypatch.setattr(per_model, "load_model", boom)
+    monkeypatch.setattr(runner, "load_model", boom)
     assert cli.main(["probe", "--task", str(view_task), "--model", big, "--model", small,
                      "--out", str(out), "--lens", "tuned", "--lens-steps", "5",
                      "--probe-folds", "3", "--patch-positions", "3", "--no-progress"]) == 0
@@ -222,7 +222,7 @@ def test_probe_without_views_skips_patching_with_a_note(tiny_family_dirs, tmp_pa
     assert cli.main(["probe", "--task", str(p), "--model", str(tiny_family_dirs[0]),
                      "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "probes.json").read_text())["models"][0]
-    assert m["patching"] is None and "no views" in m["patching_note"]
+    assert m["patching"] is None and "no view with a prompt of its own" in m["patching_note"]
     assert cli.main(["probe", "--task", str(p), "--model", str(tiny_family_dirs[0]),
                      "--out", str(out), "--patch-view", "prior", "--no-progress"]) == 2
 
