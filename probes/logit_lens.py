@@ -101,8 +101,9 @@ def renormalize(log_probs: np.ndarray) -> np.ndarray:
     x = np.where(np.isnan(log_probs), -np.inf, log_probs)
     mx = x.max(-1, keepdims=True)
     mx = np.where(np.isfinite(mx), mx, 0.0)
-    lse = mx + np.log(np.exp(x - mx).sum(-1, keepdims=True))
-    out = x - lse
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows with no class at all
+        lse = mx + np.log(np.exp(x - mx).sum(-1, keepdims=True))
+        out = x - lse
     return np.where(np.isnan(log_probs), np.nan, out)
 
 

@@ -33,6 +33,21 @@ def make_tokenizer(vocab_size: int = 300):
                                    eos_token="<|endoftext|>", unk_token="<|endoftext|>")
 
 
+def make_word_tokenizer(words):
+    """A word-level tokenizer (WhitespaceSplit, as the organisms'): a class that is only
+    whitespace encodes to zero tokens, an unseen word to the unknown token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<|endoftext|>", "<|unk|>"] + sorted(set(words) - {"<|endoftext|>", "<|unk|>"})
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<|unk|>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="\x00##", cleanup=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<|unk|>")
+
+
 def make_model(kind: str, out_dir: Path, d_model: int = 32, n_layers: int = 2,
                n_ctx: int = 128, seed: int = 0, tokenizer=None) -> Path:
     """Save a random GPT-NeoX or GPT-2 model + tokenizer as a HF directory."""

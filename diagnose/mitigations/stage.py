@@ -23,6 +23,7 @@ skips finished models.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -137,11 +138,14 @@ def choose_param(correct: np.ndarray | None, loss: np.ndarray, select: np.ndarra
     """Index of the grid value to use, from ``[P, N]`` per-example outcomes, looking ONLY
     at the columns in ``select``: max accuracy, ties -> min mean loss -> earliest."""
     select = np.asarray(select, dtype=np.int64)
-    lo = np.asarray(loss, dtype=np.float64)[:, select].mean(axis=1)
-    lo = np.where(np.isfinite(lo), lo, np.inf)
-    if correct is None:
-        return int(np.argmin(lo))
-    acc = np.asarray(correct, dtype=np.float64)[:, select].mean(axis=1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-unscorable selection
+        lo = np.nanmean(np.asarray(loss, dtype=np.float64)[:, select], axis=1)
+        lo = np.where(np.isfinite(lo), lo, np.inf)
+        if correct is None:
+            return int(np.argmin(lo))
+        acc = np.nan_to_num(np.nanmean(np.asarray(correct, dtype=np.float64)[:, select], axis=1),
+                            nan=-1.0)
     order = sorted(range(len(acc)), key=lambda p: (-acc[p], lo[p], p))
     return int(order[0])
 
@@ -150,11 +154,19 @@ def choose_param(correct: np.ndarray | None, loss: np.ndarray, select: np.ndarra
 
 
 def _outcomes(s: TaskScores) -> tuple[np.ndarray | None, np.ndarray]:
-    return (None if s.correct is None else s.correct.astype(bool)), np.asarray(s.loss, float)
+    """Per-example correctness (1/0, NaN where the model could not score the example)
+    and ISP loss (NaN likewise)."""
+    ok = s.scored
+    correct = None if s.correct is None else np.where(ok, s.correct.astype(float), np.nan)
+    return correct, np.where(ok, np.asarray(s.loss, float), np.nan)
 
 
 def _mean(x: np.ndarray | None, idx: np.ndarray) -> float | None:
-    return None if x is None else float(np.mean(np.asarray(x, dtype=float)[idx]))
+    if x is None:
+        return None
+    v = np.asarray(x, dtype=float)[idx]
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
 
 
 def _choose_and_report(name: str, param_name: str | None, values: Sequence[Any],
@@ -403,8 +415,15 @@ def summarize(task: Task, family_name: str, per_model: list[dict[str, Any]], sel
                               if r0.get("param_name") else "no parameter to choose"),
             }
         acc, lo, hi, loss, llo, lhi = [], [], [], [], [], []
+        # examples some model could not score are left out of every model's numbers, so
+        # sizes are compared on the same examples
+        both = np.logical_and.reduce([np.isfinite(np.asarray(r["loss"], dtype=float))
+                                      for r in recs]) if recs else np.zeros(0, bool)
         for r in recs:
-            lv = np.asarray(r["loss"], dtype=float)
+            r = {**r, "loss": np.asarray(r["loss"], dtype=float)[both],
+                 "correct": None if r["correct"] is None else
+                 np.asarray(r["correct"], dtype=float)[both]}
+            lv = r["loss"]
             a, b = metrics.bootstrap_ci(lv, seed=cfg.seed)
             loss.append(float(lv.mean()))
             llo.append(a)
@@ -421,9 +440,12 @@ def summarize(task: Task, family_name: str, per_model: list[dict[str, Any]], sel
                 hi.append(None)
         e.update(accuracy=acc, ci_low=lo, ci_high=hi, loss=loss, loss_ci_low=llo,
                  loss_ci_high=lhi, n_truncated=[r["n_truncated"] for r in recs])
-        acc_trend, acc_note = ((_trend(n_params, [r["correct"] for r in recs], True, cfg,
-                                       "accuracy")) if has_acc else (None, "no accuracy"))
-        loss_trend, _ = _trend(n_params, [r["loss"] for r in recs], False, cfg, "isp_loss")
+        acc_trend, acc_note = ((_trend(n_params, [np.asarray(r["correct"], dtype=float)[both]
+                                                  for r in recs], True, cfg, "accuracy"))
+                               if has_acc else (None, "no accuracy"))
+        loss_trend, _ = _trend(n_params, [np.asarray(r["loss"], dtype=float)[both] for r in recs],
+                               False, cfg, "isp_loss")
+        e["n_compared"] = int(both.sum())
         if name == BASELINE:
             base_trend, base_loss_trend = acc_trend, loss_trend
         main = acc_trend if has_acc else loss_trend
