@@ -288,3 +288,39 @@ def test_check_script_rejects_a_directory_that_is_not_a_family(tmp_path, capsys)
     assert exc.value.code == 2
     assert str(tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_shipped_family_is_installed_only_when_its_hashes_match(tiny, family, tmp_path,
+                                                               monkeypatch):
+    """A trained family shipped with the code is installed instead of training when the
+    config and corpus hashes match, refused when a file's checksum does not, and ignored
+    (training runs) when the corpus differs."""
+    import experiments.organisms.family as fam_mod
+    from experiments.organisms.shipped import SHIP_MANIFEST, ShippedFamilyError, ship
+
+    fdir, _ = family
+    root = tmp_path / "shipped"
+    dest = ship(fdir, root)
+    man = json.loads((dest / SHIP_MANIFEST).read_text())
+    assert man["config_hash"] == tiny.config_hash() and man["files"]
+    monkeypatch.setattr("experiments.organisms.shipped.SHIPPED_ROOT", root)
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although a matching family is shipped")
+
+    monkeypatch.setattr(fam_mod, "train_model", no_training)
+    cache = tmp_path / "cache"
+    got = build_family(tiny, cache_dir=cache, progress=False)
+    assert (got / MANIFEST).is_file()
+    ids = lambda d: [(m["id"], m["n_params"]) for m in json.loads((d / MANIFEST).read_text())["models"]]  # noqa: E731
+    assert ids(got) == ids(fdir)
+    # a damaged file is an error that says what to do
+    weights = next(p for p in dest.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ShippedFamilyError, match="checksum"):
+        build_family(tiny, cache_dir=tmp_path / "cache2", progress=False)
+    # another corpus (code changed without a version bump): the shipped family is not used
+    man["corpus_hash"] = "0" * 64
+    (dest / SHIP_MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(AssertionError, match="trained although"):
+        build_family(tiny, cache_dir=tmp_path / "cache3", progress=False)

@@ -81,6 +81,11 @@ def build_family(
     corpus = generate_corpus(cfg)
     corpus_hash = corpus.corpus_hash()
     write_json(fdir / "config.json", cfg.to_dict())
+    if todo and not force:  # the trained family shipped with the repository, if it matches
+        from .shipped import install
+
+        if install(cfg.config_hash(), corpus_hash, fdir, log=log):
+            todo = [s for s in todo if not is_complete(fdir / s.name)]
     if not todo:
         write_json(fdir / MANIFEST, _manifest(cfg, corpus_hash, fdir))
         return fdir
