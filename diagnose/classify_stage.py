@@ -420,9 +420,15 @@ def fit_default(units: Sequence[TaskUnit] | None = None, path: str | Path | None
     units = list(units) if units is not None else planted_units(seed=seed, progress=progress)
     model = fit_on_units(units, seed=seed)
     model.save(path or default_classifier_path(), provenance={
+        "family": family_identity(units[0].evidence) if units else None,
         "fitted_on": [u.task for u in units], "designs": sorted({u.design for u in units}),
         "labels": {u.task: u.label for u in units}})
     return model
+
+
+def family_identity(ev: FamilyEvidence) -> list[list]:
+    """What identifies the family a classifier was fitted on: its models and their sizes."""
+    return [[m.id, int(m.n_params)] for m in ev.models]
 
 
 __all__ = ["classify", "classify_sequence_prob", "unreadable_reasons", "TaskUnit",

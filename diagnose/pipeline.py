@@ -192,11 +192,27 @@ def load_classifier(path: str | None = None, progress: bool = True):
     p = default_classifier_path()
     if p.is_file():
         try:
-            return CauseModel.load(p)
+            model = CauseModel.load(p)
+            check_family(p)
+            return model
         except StaleClassifierError as e:
             raise StaleClassifierError(f"{p}: {e}; refit the default classifier with "
                                        "`diagnose classify --fit`") from None
     return fit_default(progress=progress)
+
+
+def check_family(path: Path) -> None:
+    """A default classifier lives in its family's directory; it must have been fitted on
+    the models that are there now (ids and sizes)."""
+    import json
+
+    from diagnose.classifier import StaleClassifierError
+    from diagnose.families import load_family_manifest
+
+    fitted = (json.loads(Path(path).read_text()).get("provenance") or {}).get("family")
+    here = [[m.id, int(m.n_params or 0)] for m in load_family_manifest(Path(path).parent).models]
+    if fitted is not None and sorted(map(tuple, fitted)) != sorted(map(tuple, here)):
+        raise StaleClassifierError(f"fitted on models {fitted}, but the family now holds {here}")
 
 
 def verdict_row(run: dict[str, Any]) -> dict[str, Any]:
