@@ -329,7 +329,18 @@ def test_mitigate_cli_end_to_end(tiny_family_dirs, tmp_path, capsys, monkeypatch
         assert len(s["accuracy"]) == len(s["ci_low"]) == len(s["ci_high"]) == 2
         for a, lo, hi in zip(s["accuracy"], s["ci_low"], s["ci_high"]):
             assert lo <= a <= hi
-        assert s["trend"] in ("positive", "inverse", "flat", "u_shaped", "inverted_u")
+        # the trend is the trend rule applied to the per-model records' evaluation outcomes
+        from diagnose.store import slug
+        from diagnose.trends import trend_from_outcomes
+
+        recs = [json.loads((out / "models" / slug(m["id"]) / "mitigation.json").read_text())
+                ["strategies"][s["name"]] for m in res["models"]]
+        outcomes = np.array([r["correct"] for r in recs], dtype=float)
+        expect = trend_from_outcomes([m["n_params"] for m in res["models"]], outcomes,
+                                     n_boot=res["config"]["n_boot"], seed=res["config"]["seed"],
+                                     metric="accuracy")
+        assert s["trend"] == expect.label
+        assert s["accuracy"] == pytest.approx(outcomes.mean(1).tolist())
         assert s["trend_before"] == res["strategies"][0]["trend"]
     pad = res["strategies"][1]
     assert pad["param"]["name"] == "a" and pad["param"]["grid"] == [0.0, 1.0, 4.0]
