@@ -128,6 +128,7 @@ class Capture:
             scores = TaskScores(
                 task=sm["task"], format=meta["format"], model_id=meta["model"]["id"],
                 n_params=int(meta["model"]["n_params"]), example_ids=[ids[i] for i in index],
+                size=meta["model"].get("size"),
                 answer_index=g("answer"), class_scores=g("class_scores"), chosen=g("chosen"),
                 correct=None if g("correct") is None else g("correct").astype(bool),
                 loss=g("loss"), class_mass=g("class_mass"), n_truncated=int(sm["n_truncated"]),
@@ -146,7 +147,10 @@ class Capture:
 
 def model_facts(model: LoadedModel) -> dict[str, Any]:
     cfg = model.bridge.cfg
-    return {"id": model.id, "n_params": int(model.n_params), "n_layers": int(cfg.n_layers),
+    step = model.spec.step
+    return {"id": model.id, "n_params": int(model.n_params), "step": step,
+            "size": int(model.n_params) if step is None else int(step),
+            "n_layers": int(cfg.n_layers),
             "n_heads": int(cfg.n_heads), "d_model": int(cfg.d_model),
             "source": model.spec.source, "dtype": str(model.dtype).replace("torch.", ""),
             "device": model.device}

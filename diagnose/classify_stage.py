@@ -118,6 +118,7 @@ def classify(model: CauseModel, ev: FamilyEvidence, views_report: dict | None = 
                   "support": {c: (None if np.isnan(p) else float(p)) for c, p in zip(CAUSES, support)},
                   "p_inverse": f.get("p_inverse")},
         "tests": tests,
+        "unreadable": list(unreadable),
         "untested_because": {c: because.get(c, "") for c, t in tests.items() if t == UNTESTED},
         "views": views_report or {},
         "evidence_level": "low" if notes else "normal",
@@ -150,6 +151,7 @@ def classify_sequence_prob(scores: Sequence[Any], task: str, views_report: dict 
                   "probabilities": {}, "support": {}, "p_inverse": float(
                       sum(d["label_probabilities"].get(k, 0.0) for k in INVERSE_LIKE))},
         "tests": {c: UNTESTED for c in CAUSES},
+        "unreadable": list(unreadable),
         "untested_because": {c: "sequence_prob: no class choices to compare" for c in CAUSES},
         "views": views_report or {},
         "evidence_level": "low", "evidence_notes": notes,
@@ -190,7 +192,7 @@ class TaskUnit:
 def scales_inversely(ev: FamilyEvidence, seed: int = 0) -> bool:
     both = ev.scored_by_all
     correct = np.stack([m.correct[both] for m in ev.models]).astype(float)
-    return trend_from_outcomes(ev.n_params, correct, higher_is_better=True,
+    return trend_from_outcomes(ev.sizes, correct, higher_is_better=True,
                                seed=seed).scales_inversely
 
 

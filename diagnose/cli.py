@@ -39,7 +39,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--family", help="built-in family (pythia, pythia-deduped, gpt2, organisms), "
                    "or a path to a family.json; default: organisms")
     g.add_argument("--model", action="append", metavar="DIR_OR_NAME",
-                   help="a model (hub name or local HF directory); repeat, smallest first")
+                   help="a model (hub name or local HF directory; NAME@stepN for a training "
+                   "checkpoint); repeat, smallest first")
+    p.add_argument("--over", choices=["sizes", "checkpoints"], default="sizes",
+                   help="the family's axis: model sizes (default), or one model's training "
+                   "checkpoints (the largest of --family, or --checkpoints-of; with --model, "
+                   "every model named NAME@stepN)")
+    p.add_argument("--checkpoints-of", default=None, metavar="MODEL_ID",
+                   help="(--over checkpoints) the family member whose checkpoints to scan")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, "
                    "bfloat16, float16")
@@ -54,11 +61,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _family(args: argparse.Namespace):
-    from diagnose.families import DEFAULT_FAMILY, family_from_models, resolve_family
+    from diagnose.families import (DEFAULT_FAMILY, checkpoint_family, family_from_models,
+                                   resolve_family)
 
+    over = getattr(args, "over", "sizes")
     if args.model:
-        return family_from_models(args.model)
-    return resolve_family(args.family or DEFAULT_FAMILY)
+        return family_from_models(args.model, over=over)
+    family = resolve_family(args.family or DEFAULT_FAMILY)
+    return checkpoint_family(family, args.checkpoints_of) if over == "checkpoints" else family
 
 
 def _load_task_arg(args: argparse.Namespace):

@@ -41,6 +41,7 @@ class ModelEvidence:
     lens_margin: np.ndarray | None = None   # [N, S]
     commit_depth: np.ndarray | None = None  # [N] commitment entry / (S - 1), NaN if never
     probe_correct: np.ndarray | None = None  # [S, N] out-of-fold probe right (NaN: no probe)
+    size: float | None = None          # position on the family's axis (params or step)
 
 
 @dataclass
@@ -56,6 +57,12 @@ class FamilyEvidence:
         return np.array([m.n_params for m in self.models], dtype=float)
 
     @property
+    def sizes(self) -> np.ndarray:
+        """The family's axis: parameters, or training steps for a checkpoint family."""
+        return np.array([m.n_params if m.size is None else m.size for m in self.models],
+                        dtype=float)
+
+    @property
     def scored_by_all(self) -> np.ndarray:
         """Examples every model could score: sizes are compared on these only."""
         return np.logical_and.reduce([m.scored for m in self.models])
@@ -67,6 +74,7 @@ def model_evidence(cap: Capture, readings: Readings | None) -> ModelEvidence:
     tempting = readings.tempting if readings is not None else cap.tempting
     ev = ModelEvidence(id=cap.model["id"], n_params=int(cap.model["n_params"]),
                        n_layers=int(cap.model["n_layers"]), answer=cap.answer,
+                       size=cap.model.get("size"),
                        choice=np.where(scored, s.chosen, -1), correct=s.correct & scored,
                        scored=scored, tempting=tempting)
     for v in cap.views:
@@ -87,7 +95,7 @@ def model_evidence(cap: Capture, readings: Readings | None) -> ModelEvidence:
 def family_evidence(task: str, caps: list[Capture], readings: list[Readings | None],
                     metadata: dict[str, Any] | None = None) -> FamilyEvidence:
     models = sorted((model_evidence(c, r) for c, r in zip(caps, readings)),
-                    key=lambda m: m.n_params)
+                    key=lambda m: m.n_params if m.size is None else m.size)
     views = tuple(dict.fromkeys(v for c in caps for v in c.views))
     return FamilyEvidence(task=task, example_ids=list(caps[0].example_ids), views=views,
                           models=models, metadata=dict(metadata or {}))

@@ -16,6 +16,7 @@ import dataclasses
 import gc
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,22 +34,33 @@ class FamilyError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One member of a family. ``path`` is where to load it from when it differs from ``id``."""
+    """One member of a family. ``path`` is where to load it from when it differs from ``id``;
+    ``revision`` a hub revision (Pythia's ``step143000``); ``step`` the training step when
+    the family is one model's checkpoints (the training-time axis)."""
 
     id: str
     n_params: int | None = None
     path: str | None = None
+    revision: str | None = None
+    step: int | None = None
 
     @property
     def source(self) -> str:
         return self.path or self.id
 
 
+AXES = {"params": "parameters", "steps": "training step"}
+
+
 @dataclass(frozen=True)
 class Family:
+    """Models ordered along an axis: sizes (``params``, smallest first) or one model's
+    training checkpoints (``steps``, earliest first)."""
+
     name: str
     models: tuple[ModelSpec, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
+    axis: str = "params"
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -83,9 +95,70 @@ BUILTIN_FAMILIES: dict[str, tuple[tuple[str, int], ...]] = {
 DEFAULT_FAMILY = "organisms"
 
 
-def family_from_models(ids: list[str], name: str = "custom") -> Family:
-    """A family from hub names or local directories, in the order given (smallest first)."""
-    return Family(name=name, models=tuple(ModelSpec(id=i) for i in ids))
+def family_from_models(ids: list[str], name: str = "custom", over: str = "sizes") -> Family:
+    """A family from hub names or local directories, in the order given (smallest first).
+    ``NAME@stepN`` names a training checkpoint (a hub revision, or a local model's
+    ``checkpoints/stepN``); with ``over="checkpoints"`` the family's axis is training steps."""
+    specs = tuple(model_spec(i) for i in ids)
+    if over == "checkpoints":
+        missing = [s.id for s in specs if s.step is None]
+        if missing:
+            raise FamilyError(f"--over checkpoints needs a step for every model; name them "
+                              f"NAME@stepN (missing: {', '.join(missing)})")
+        specs = tuple(sorted(specs, key=lambda s: s.step))
+        return Family(name=name, models=specs, axis="steps")
+    return Family(name=name, models=tuple(dataclasses.replace(s, step=None) for s in specs))
+
+
+def _checkpoints(model_dir: str) -> tuple[list[dict], int | None]:
+    """A local model's checkpoints (``organism.json``: ``checkpoints``, ``steps``)."""
+    rec = Path(model_dir) / "organism.json"
+    if not rec.is_file():
+        return [], None
+    data = json.loads(rec.read_text())
+    return list(data.get("checkpoints") or []), data.get("steps")
+
+
+def model_spec(arg: str) -> ModelSpec:
+    """``DIR_OR_NAME`` or ``DIR_OR_NAME@stepN`` (or ``@REVISION`` for a hub model)."""
+    name, sep, rev = arg.partition("@")
+    if not sep:
+        return ModelSpec(id=arg)
+    m = re.fullmatch(r"step(\d+)", rev)
+    step = int(m.group(1)) if m else None
+    if os.path.isdir(name):
+        ckpts, total = _checkpoints(name)
+        if step is not None and step == total:
+            return ModelSpec(id=arg, path=name, step=step)
+        for c in ckpts:
+            if step is not None and int(c["step"]) == step:
+                return ModelSpec(id=arg, path=str(Path(name) / c["path"]), step=step)
+        have = [f"step{c['step']}" for c in ckpts] + ([f"step{total}"] if total else [])
+        raise FamilyError(f"{arg}: {name} has no checkpoint {rev!r}; it has: "
+                          f"{', '.join(have) or 'none (no organism.json checkpoints)'}")
+    return ModelSpec(id=arg, revision=rev, step=step)
+
+
+def checkpoint_family(family: Family, model: str | None = None) -> Family:
+    """One model's training checkpoints as a family on the ``steps`` axis: the named
+    model (an id of ``family``), by default its largest, from its ``organism.json``."""
+    spec = family.models[-1] if model is None else next(
+        (m for m in family.models if m.id == model), None)
+    if spec is None:
+        raise FamilyError(f"no model {model!r} in family {family.name!r}; it has: "
+                          f"{', '.join(m.id for m in family.models)}")
+    ckpts, total = _checkpoints(spec.source)
+    if not ckpts:
+        raise FamilyError(f"model {spec.id!r} lists no training checkpoints ({spec.source}/"
+                          "organism.json); for a hub model list them with --model NAME@stepN")
+    models = [ModelSpec(id=f"{spec.id}@step{c['step']}", n_params=spec.n_params,
+                        path=str(Path(spec.source) / c["path"]), step=int(c["step"]))
+              for c in ckpts]
+    if total is not None and all(int(c["step"]) != int(total) for c in ckpts):
+        models.append(ModelSpec(id=f"{spec.id}@step{total}", n_params=spec.n_params,
+                                path=spec.source, step=int(total)))
+    return Family(name=f"{spec.id} checkpoints", models=tuple(sorted(models, key=lambda m: m.step)),
+                  metadata=dict(family.metadata), axis="steps")
 
 
 def load_family_manifest(path: str | os.PathLike) -> Family:
@@ -263,7 +336,7 @@ def load_model(
         spec = ModelSpec(id=spec)
     device = device or auto_device()
     torch_dtype = parse_dtype(dtype, device)
-    key = (spec.source, _source_stamp(spec.source), str(device), str(torch_dtype),
+    key = (spec.source, spec.revision, _source_stamp(spec.source), str(device), str(torch_dtype),
            bool(trust_remote_code))
     hit = _CACHE.get(key)
     # a bridge switched to compatibility mode (direct logit attribution folds its
@@ -295,9 +368,10 @@ def _load_model(spec: ModelSpec, device: str, torch_dtype: torch.dtype,
         )
     try:
         with _quiet_loading():
+            extra = {"revision": spec.revision} if spec.revision else {}
             bridge = TransformerBridge.boot_transformers(
-                src, device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
+                src, device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                **extra)
     except (OSError, EnvironmentError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         raise ModelUnavailableError(

@@ -19,7 +19,7 @@ from diagnose.families import Family
 from diagnose.scoring import TaskScores
 from diagnose.tasks import Task
 
-SUMMARY_FIELDS = ("id", "n_params", "accuracy", "ci_low", "ci_high", "loss", "loss_ci_low",
+SUMMARY_FIELDS = ("id", "n_params", "size", "accuracy", "ci_low", "ci_high", "loss", "loss_ci_low",
                   "loss_ci_high", "class_mass", "always_index_accuracy", "n_truncated",
                   "n_unscorable", "n")
 
@@ -28,7 +28,7 @@ def _write(name: str, fmt: str, n_examples: int, n_classes: int | None, source: 
            family_name: str, scores: Sequence[TaskScores], facts: Sequence[dict],
            out: Path, seed: int, metric: str = "accuracy") -> dict[str, Any]:
     models = []
-    for s, fact in sorted(zip(scores, facts), key=lambda p: p[0].n_params):
+    for s, fact in sorted(zip(scores, facts), key=lambda p: p[0].x):
         summ = {**s.summary(seed=seed), **{k: fact[k] for k in ("source", "n_layers", "dtype",
                                                                   "device")}}
         mdir = out / "models" / store.slug(s.model_id)
@@ -36,8 +36,9 @@ def _write(name: str, fmt: str, n_examples: int, n_classes: int | None, source: 
         store.write_json(mdir / "summary.json", summ)
         models.append(summ)
     notes = [n for m in models for n in m.get("notes", [])]
+    axis = "steps" if facts and facts[0].get("step") is not None else "params"
     summary = {"task": name, "format": fmt, "n_examples": n_examples, "n_classes": n_classes,
-               "source": source, "family": family_name, "metric": metric,
+               "source": source, "family": family_name, "metric": metric, "axis": axis,
                "models": [{k: m.get(k) for k in SUMMARY_FIELDS} for m in models],
                "notes": notes}
     store.write_json(out / "summary.json", summary)
@@ -92,6 +93,7 @@ def write_scaling_plot(summary: dict[str, Any], path: Path) -> None:
     n_cls = summary.get("n_classes")
     chance = 1.0 / n_cls if n_cls else None
     base = summary["models"][0].get("always_index_accuracy") if summary["models"] else None
-    fig = scaling_plot(summary["task"], summary["models"], chance, base)
+    fig = scaling_plot(summary["task"], summary["models"], chance, base,
+                       axis=summary.get("axis", "params"))
     store.save_figure(fig, path)
     plt.close(fig)

@@ -83,11 +83,11 @@ def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int
     if len(idx) == 0:
         return f, {"label": "flat", "confidence": float("nan"), "label_probabilities": {},
                    "reason": "no example could be scored by every model"}
-    x = np.log10(ev.n_params)
+    x = np.log10(ev.sizes)
     M = len(ev.models)
     correct = np.stack([m.correct[idx] for m in ev.models]).astype(float)   # [M, n]
     acc = correct.mean(1)
-    trend = trend_from_outcomes(ev.n_params, correct, higher_is_better=True, n_boot=n_boot,
+    trend = trend_from_outcomes(ev.sizes, correct, higher_is_better=True, n_boot=n_boot,
                                 seed=seed)
     probs = trend.label_probabilities
     f.update(n_models=M, log10_span=float(x[-1] - x[0]), acc_small=acc[0], acc_large=acc[-1],

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from diagnose.plots import size_axis  # noqa: E402
+from diagnose.plots import model_x, size_axis  # noqa: E402
 
 _STYLE = {
     "none": dict(color="black", marker="o", ls="-", lw=2.4),
@@ -46,7 +46,7 @@ def _label(s: dict[str, Any]) -> str:
 
 def mitigation_plot(summary: dict[str, Any]) -> Any:
     models = summary["models"]
-    x = np.array([m["n_params"] for m in models], dtype=float)
+    x = np.array([model_x(m) for m in models], dtype=float)
     strategies = summary["strategies"]
     has_acc = any(a is not None for s in strategies for a in s["accuracy"])
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(13 if has_acc else 6.5, 4.6),
@@ -81,7 +81,7 @@ def mitigation_plot(summary: dict[str, Any]) -> Any:
     ax.set_title(f"{summary['task']}: ISP loss vs size", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     for ax in axes:
-        size_axis(ax, x)
+        size_axis(ax, x, axis=summary.get("axis", "params"))
     how = summary["selection"]["how"]
     fig.suptitle(f"Parameters (a, k) chosen per model: {how}", fontsize=8, y=0.995)
     fig.tight_layout()

@@ -227,6 +227,8 @@ def verdict_row(run: dict[str, Any]) -> dict[str, Any]:
            "cause": label, "cause_p": None if p is None else float(p),
            "decided_by": cause.get("decided_by"), "tests": c.get("tests"),
            "notes": c.get("evidence_notes", [])}
+    if label == "undetermined":
+        row["reason"] = "; ".join(c.get("unreadable") or []) or cause.get("decided_by")
     skips = [m.get("n_unscorable", 0) for m in (run.get("score") or {}).get("models", [])]
     row["n_unscorable"] = skips
     return row
@@ -280,7 +282,9 @@ def format_row(r: dict[str, Any]) -> str:
     s = f"{r['task']}: trend {r['trend']} ({r['trend_confidence']:.2f}); verdict {r['cause']}"
     if r.get("cause_p") is not None and r["cause"] not in ("-", "no_inverse_scaling"):
         s += f" (p={r['cause_p']:.2f})"
-    if (r.get("decided_by") or "").startswith("gate"):
+    if r.get("reason"):
+        s += f" [{r['reason']}]"
+    elif (r.get("decided_by") or "").startswith("gate"):
         s += f" [{r['decided_by']}]"
     if r.get("planted"):
         s += f"  [planted: {r['planted']}{'/' + r['design'] if r.get('design') else ''}]"

@@ -18,12 +18,18 @@ def format_params(n: float) -> str:
     return f"{int(n)}"
 
 
-def size_axis(ax: Any, n_params: Sequence[float], fontsize: int = 8) -> None:
-    """Parameters on a log axis, one labelled tick per model."""
+def model_x(m: dict[str, Any]) -> float:
+    """Where a model sits on its family's axis (parameters, or training step)."""
+    return float(m.get("size") or m["n_params"])
+
+
+def size_axis(ax: Any, sizes: Sequence[float], fontsize: int = 8, axis: str = "params") -> None:
+    """Parameters (or training steps) on a log axis, one labelled tick per model."""
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_xticks(list(n_params))
-    ax.set_xticklabels([format_params(v) for v in n_params], rotation=30, fontsize=fontsize)
+    ax.set_xlabel("training step" if axis == "steps" else "parameters")
+    ax.set_xticks(list(sizes))
+    ax.set_xticklabels([(f"{int(v)}" if axis == "steps" else format_params(v)) for v in sizes],
+                       rotation=30, fontsize=fontsize)
     ax.minorticks_off()
     ax.grid(alpha=0.3)
 
@@ -38,9 +44,10 @@ def display_name(model_id: str) -> str:
 
 
 def scaling_plot(task: str, models: Sequence[dict[str, Any]], chance: float | None,
-                 baselines: Sequence[float] | None = None) -> Any:
-    """Accuracy (with 95% intervals) and ISP loss against parameters (log scale)."""
-    x = np.array([m["n_params"] for m in models], dtype=float)
+                 baselines: Sequence[float] | None = None, axis: str = "params") -> Any:
+    """Accuracy (with 95% intervals) and ISP loss against parameters (or training steps),
+    log scale."""
+    x = np.array([model_x(m) for m in models], dtype=float)
     has_acc = any(m.get("accuracy") is not None for m in models)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 5.5, 4),
                              squeeze=False)
@@ -72,6 +79,6 @@ def scaling_plot(task: str, models: Sequence[dict[str, Any]], chance: float | No
     ax.set_title(f"{task}: loss vs size")
     ax.legend(fontsize=8, loc="best")
     for ax in axes:
-        size_axis(ax, x)
+        size_axis(ax, x, axis=axis)
     fig.tight_layout()
     return fig

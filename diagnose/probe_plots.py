@@ -15,12 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from diagnose.plots import format_params, size_axis  # noqa: E402
+from diagnose.plots import format_params, model_x, size_axis  # noqa: E402
 
 DEPTH_LABEL = "relative depth (0 = embeddings, 1 = last layer)"
 
 
 def _size_label(m: dict[str, Any]) -> str:
+    if m.get("step") is not None:
+        return f"step {m['step']}"
     return f"{format_params(m['n_params'])} ({m['n_layers']}L)"
 
 
@@ -87,15 +89,15 @@ def lens_trajectories(summary: dict[str, Any]) -> Any:
     return fig
 
 
-def _log_x(ax: Any, x: np.ndarray) -> None:
-    size_axis(ax, x)
+def _log_x(ax: Any, x: np.ndarray, axis: str = "params") -> None:
+    size_axis(ax, x, axis=axis)
     if len(x) == 1:
         ax.set_xlim(x[0] / 2, x[0] * 2)
 
 
 def commitment_plot(summary: dict[str, Any]) -> Any:
     models = summary["models"]
-    x = np.array([m["n_params"] for m in models], dtype=float)
+    x = np.array([model_x(m) for m in models], dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     mean = np.array([np.nan if m["commit_depth_mean"] is None else m["commit_depth_mean"]
                      for m in models])
@@ -107,7 +109,7 @@ def commitment_plot(summary: dict[str, Any]) -> Any:
                       else m[f"commit_depth_mean_{tag}"] for m in models])
         if np.isfinite(v).any():
             ax.plot(x, v, mk + "--", color=col, label=f"final choice {tag}")
-    _log_x(ax, x)
+    _log_x(ax, x, summary.get("axis", "params"))
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("commitment depth\n(commitment layer / n_layers)")
     ax.set_title(f"{summary['task']}: where the final choice settles, by size")

@@ -219,8 +219,9 @@ def model_summary(cap: Capture, rd: Readings, logit_rd: Readings | None = None,
     L = int(cap.model["n_layers"])
     scored = np.isfinite(rd.margin[:, -1])
     answer = cap.answer
-    rec: dict[str, Any] = {**{k: cap.model[k] for k in ("id", "n_params", "n_layers", "n_heads",
-                                                       "dtype", "device")},
+    rec: dict[str, Any] = {**{k: cap.model.get(k) for k in ("id", "n_params", "size", "step",
+                                                           "n_layers", "n_heads", "dtype",
+                                                           "device")},
                            "notes": [], "lens": "tuned" if tuned else "logit"}
     s = cap.scores
     rec["output_accuracy"] = float(s.correct[s.scored].mean()) if s.scored.any() else None
@@ -300,9 +301,11 @@ def write_probes(task: Task, family_name: str, caps: Sequence[Capture],
                             None if patching is None else patching[i],
                             None if tuned is None else tuned[i])
               for i, (c, r) in enumerate(zip(caps, readings)) if r is not None]
-    models.sort(key=lambda m: m["n_params"])
+    models.sort(key=lambda m: m.get("size") or m["n_params"])
     summary = {"task": task.name, "format": task.format, "n_examples": len(task),
-               "family": family_name, "lens": "tuned" if tuned else "logit", "models": models}
+               "family": family_name, "lens": "tuned" if tuned else "logit",
+               "axis": "steps" if models and models[0].get("step") is not None else "params",
+               "models": models}
     if plots and models:
         summary["plots"] = write_probe_plots(summary, out)
     store.write_json(out / "probes.json", summary)

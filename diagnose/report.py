@@ -188,7 +188,7 @@ def render_index(suite: str, rows: Sequence[dict[str, Any]]) -> str:
                 f"<td class='l'>{e(str(r.get('planted') or ''))}</td>"
                 f"<td class='l'>{e(str(r['trend']))}</td><td>{r['trend_confidence']:.2f}</td>"
                 f"<td class='l'>{e(str(r['cause']))}</td><td>{p}</td>"
-                f"<td class='l muted'>{e(str(r.get('decided_by') or ''))}"
+                f"<td class='l muted'>{e(str(r.get('reason') or r.get('decided_by') or ''))}"
                 f"{'; unscorable per model: ' + e(str(skips)) if any(skips) else ''}</td></tr>")
 
     body = "".join(row(r) for r in rows)

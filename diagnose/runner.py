@@ -71,7 +71,7 @@ def source_stamp(spec: ModelSpec) -> Any:
     if os.path.isdir(src):
         files = tuple(sorted((e.name, e.stat().st_size) for e in os.scandir(src) if e.is_file()))
     return [spec.id, src if not os.path.isdir(src) else os.path.basename(os.path.normpath(src)),
-            files]
+            files, spec.revision, spec.step]
 
 
 @dataclass

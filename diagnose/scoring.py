@@ -39,6 +39,12 @@ class TaskScores:
     # example index -> why it cannot be scored on this model (a class that encodes to zero
     # tokens, a class longer than the context); its scores are NaN, chosen -1, correct False
     unscorable: dict[int, str] = field(default_factory=dict)
+    # where the model sits on the family's axis: its parameters, or its training step
+    size: float | None = None
+
+    @property
+    def x(self) -> float:
+        return float(self.n_params if self.size is None else self.size)
 
     @property
     def n(self) -> int:
@@ -63,7 +69,7 @@ class TaskScores:
         """Accuracy with a 95% bootstrap interval, mean loss, mean class mass, baselines."""
         ok = self.scored
         out: dict[str, Any] = {"id": self.model_id, "n_params": self.n_params,
-                               "n": int(ok.sum())}
+                               "size": self.x, "n": int(ok.sum())}
         none = dict(accuracy=None, ci_low=None, ci_high=None)
         if self.correct is not None and ok.any():
             acc = self.correct[ok].astype(np.float64)
@@ -170,7 +176,8 @@ def assemble(task: Task, model: LoadedModel, reqs: Sequence[Request] | None,
     ids = [e.id for e in task.examples]
     common = dict(task=name or task.name, format=task.format, model_id=model.id,
                   n_params=model.n_params, example_ids=ids, n_truncated=len(truncated),
-                  unscorable=unscorable)
+                  unscorable=unscorable,
+                  size=model.n_params if model.spec.step is None else model.spec.step)
     bad = np.zeros(n, dtype=bool)
     bad[list(unscorable)] = True
     if task.format == "sequence_prob":

@@ -426,7 +426,8 @@ def trend_from_task_scores(scores: Sequence[Any], n_boot: int = 1000, seed: int 
                            ) -> dict[str, Trend | None]:
     """``{"accuracy": Trend | None, "loss": Trend}`` from in-memory ``TaskScores``
     (one per model; anything with ``n_params``, ``example_ids``, ``correct``, ``loss``)."""
-    models = [(s.n_params, list(s.example_ids), s.correct, s.loss) for s in scores]
+    models = [(getattr(s, "x", s.n_params), list(s.example_ids), s.correct, s.loss)
+              for s in scores]
     return _trends(models, n_boot=n_boot, seed=seed, min_effect_accuracy=min_effect_accuracy,
                    min_effect_loss=min_effect_loss, min_support=min_support, ci=ci)
 

@@ -304,7 +304,9 @@ def mitigation_stage(task: Task, cfg: MitigationConfig, batch_tokens: int | None
         with TokenCount() as count:
             recs = mitigate_model(model, task, cfg, sel, strategies, inputs["capture"],
                                   batch_tokens)
-        return {}, {"id": model.id, "n_params": model.n_params, "source": model.spec.source,
+        return {}, {"id": model.id, "n_params": model.n_params, "step": model.spec.step,
+                    "size": model.n_params if model.spec.step is None else model.spec.step,
+                    "source": model.spec.source,
                     "dtype": str(model.dtype).replace("torch.", ""), "device": model.device,
                     "strategies": recs, "tokens": count.tokens}
 
@@ -352,7 +354,7 @@ def write_mitigations(task: Task, family_name: str, per_model: list[dict[str, An
     out = Path(out_dir)
     sel = selection_split(task, cfg.selection, cfg.seed)
     strategies, skipped = strategy_plan(task, cfg)
-    per_model = sorted(per_model, key=lambda m: m["n_params"])
+    per_model = sorted(per_model, key=lambda m: m.get("size") or m["n_params"])
     for m in per_model:
         store.write_json(out / "models" / store.slug(m["id"]) / "mitigation.json", m)
     summary = summarize(task, family_name, per_model, sel, cfg, strategies, skipped)
@@ -394,7 +396,7 @@ _FORMULAS = {
 def summarize(task: Task, family_name: str, per_model: list[dict[str, Any]], sel: Selection,
               cfg: MitigationConfig, strategies: Sequence[str],
               skipped: list[dict[str, str]]) -> dict[str, Any]:
-    n_params = [int(m["n_params"]) for m in per_model]
+    n_params = [float(m.get("size") or m["n_params"]) for m in per_model]  # the family's axis
     chance = _chance(task)
     has_acc = task.format != "sequence_prob"
     entries: list[dict[str, Any]] = []
@@ -498,7 +500,9 @@ def summarize(task: Task, family_name: str, per_model: list[dict[str, Any]], sel
         "n_classes": task.n_classes,
         "chance": chance,
         "family": family_name,
-        "models": [{"id": m["id"], "n_params": m["n_params"]} for m in per_model],
+        "models": [{"id": m["id"], "n_params": m["n_params"], "size": m.get("size"),
+                    "step": m.get("step")} for m in per_model],
+        "axis": "steps" if per_model and per_model[0].get("step") is not None else "params",
         "selection": sel.to_dict(task),
         "config": dataclasses.asdict(cfg),
         "strategies": entries,
