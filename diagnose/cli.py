@@ -131,7 +131,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     tuned = args.lens == "tuned"
     try:
         stages = [capture_stage(task, args.prepend_bos, args.batch_tokens),
-                  readings_stage(args.seed, args.probe_folds)]
+                  readings_stage(args.seed, args.probe_folds, index_probe=args.index_probe)]
         if not args.no_patching:
             stages.append(patching_stage(task, args.patch_view, args.patch_limit,
                                          args.patch_positions, args.prepend_bos,
@@ -140,7 +140,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             stages += [tuned_lens_stage(task, args.lens_steps, args.seed, args.prepend_bos,
                                         args.batch_tokens,
                                         args.lens_cache or os.path.join(args.out, "tuned_lens")),
-                       readings_stage(args.seed, args.probe_folds, lens="tuned")]
+                       readings_stage(args.seed, args.probe_folds, lens="tuned",
+                                      index_probe=args.index_probe)]
     except ProbeError as e:
         raise UserError(str(e)) from e
     res = run_models(stages, family, args.out, progress=not args.no_progress,
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="positions from the end patched in the residual stream (default 8)")
     pr.add_argument("--no-patching", action="store_true", help="skip activation patching")
     pr.add_argument("--probe-folds", type=int, default=5, help="cross-validation folds")
+    pr.add_argument("--index-probe", action="store_true",
+                    help="also fit the probe of the correct class's position (meaningful where "
+                    "the classes are listed in the prompt)")
     _add_model_args(pr)
     pr.set_defaults(func=cmd_probe)
 

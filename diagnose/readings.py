@@ -57,9 +57,20 @@ class Readings:
 
 
 def read(cap: Capture, seed: int = 0, folds: int = 5, min_lead: float = 0.0,
-         lens_log_probs: np.ndarray | None = None) -> Readings:
+         lens_log_probs: np.ndarray | None = None, index_probe: bool = False) -> Readings:
     """The lens, commitment and probe readings of one capture (``lens_log_probs``: another
-    lens's readout of the same residuals, e.g. a tuned lens; default the logit lens)."""
+    lens's readout of the same residuals, e.g. a tuned lens; default the logit lens).
+    ``index_probe``: also the older probe of the correct class's position (off by default:
+    it only means something where the classes are listed in the prompt)."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread per fit: hundreds of small fits oversubscribe a shared CPU otherwise
+    with threadpool_limits(1):
+        return _read(cap, seed, folds, min_lead, lens_log_probs, index_probe)
+
+
+def _read(cap: Capture, seed: int, folds: int, min_lead: float,
+          lens_log_probs: np.ndarray | None, index_probe: bool) -> Readings:
     from probes.linear_probe import contrast_cv_predictions, contrast_layer_probes, layer_probes
     from probes.logit_lens import commitment_layer, renormalize
 
@@ -95,8 +106,9 @@ def read(cap: Capture, seed: int = 0, folds: int = 5, min_lead: float = 0.0,
         ctrl = contrast_layer_probes(stack, dirs[rows], answer[rows], valid[rows], n_splits=folds,
                                      seed=seed, control=True)
         shuffled, chance, k = ctrl.shuffled_accuracy, ctrl.chance, ctrl.n_splits
-        ip = layer_probes(stack, answer[rows], n_splits=folds, seed=seed)
-        idx_acc, idx_std, idx_shuf = ip.accuracy, ip.accuracy_std, ip.shuffled_accuracy
+        if index_probe:
+            ip = layer_probes(stack, answer[rows], n_splits=folds, seed=seed)
+            idx_acc, idx_std, idx_shuf = ip.accuracy, ip.accuracy_std, ip.shuffled_accuracy
     return Readings(class_log_probs=norm, margin=margin, choice=choice, commit=commit,
                     tempting=tempting, probe_pred=pred, probe_shuffled=shuffled,
                     probe_chance=chance, index_probe=idx_acc, index_probe_std=idx_std,
@@ -118,7 +130,8 @@ def from_record(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Readings
                     folds=int(meta["folds"]), **{k: arrays[k] for k in FIELDS})
 
 
-def readings_stage(seed: int = 0, folds: int = 5, lens: str = "logit"):
+def readings_stage(seed: int = 0, folds: int = 5, lens: str = "logit",
+                   index_probe: bool = False):
     """The per-model stage that reads the instruments from the capture (no model);
     ``lens="tuned"`` reads the tuned lens stage's readout instead of the logit lens."""
     from diagnose.runner import ModelStage
@@ -130,11 +143,12 @@ def readings_stage(seed: int = 0, folds: int = 5, lens: str = "logit"):
         if cap.lens_log_probs is None:
             return {}, {"empty": True}
         lp = inputs["tuned_lens"]["lens_log_probs"] if tuned else None
-        return to_record(read(cap, seed=seed, folds=folds, lens_log_probs=lp))
+        return to_record(read(cap, seed=seed, folds=folds, lens_log_probs=lp,
+                              index_probe=index_probe))
 
     def decode(arrays, meta):
         return None if meta.get("empty") else from_record(arrays, meta)
 
     return ModelStage(name="readings_tuned" if tuned else "readings",
                       reads=("capture", "tuned_lens") if tuned else ("capture",),
-                      key=[seed, folds, lens], compute=compute, decode=decode)
+                      key=[seed, folds, lens, index_probe], compute=compute, decode=decode)
