@@ -256,29 +256,3 @@ def iter_continuation_logits(
         ro = logit_readout(model.bridge, vec[start:stop], return_type="logits",
                            chunk_size=chunk_size)
         yield plan.read_request[start:stop], plan.read_target[start:stop], ro.values.float()
-
-
-@torch.no_grad()
-def last_position_logits(
-    model: LoadedModel,
-    sequences: Sequence[Sequence[int]],
-    batch_tokens: int | None = None,
-    chunk_size: int = 256,
-) -> torch.Tensor:
-    """Next-token logits after each whole sequence: ``[len(sequences), d_vocab]`` fp32.
-
-    Sequences longer than the model's context keep their last ``n_ctx`` tokens.
-    """
-    from transformer_lens.tools.analysis import logit_readout
-
-    seqs = [tuple(s)[-model.n_ctx:] for s in sequences]
-    if not seqs:
-        return torch.zeros((0, int(model.bridge.cfg.d_vocab)))
-    read_seq = np.arange(len(seqs), dtype=np.int64)
-    read_pos = np.asarray([len(s) - 1 for s in seqs], dtype=np.int64)
-    acts = capture_at(model.bridge, seqs, read_seq, read_pos,
-                      batch_tokens=batch_tokens or default_batch_tokens(model))
-    w = model.bridge.W_U
-    vec = acts[FINAL_RESID].to(device=w.device, dtype=w.dtype)
-    ro = logit_readout(model.bridge, vec, return_type="logits", chunk_size=chunk_size)
-    return ro.values.float()

@@ -26,13 +26,14 @@ log-prob is read; the class score is the sum. With ``a = 0`` every number equals
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from diagnose.engine import Request, fit_to_context, iter_continuation_logits, last_position_logits
+from diagnose.engine import Request, fit_to_context, iter_continuation_logits
 from diagnose.families import LoadedModel
 from diagnose.scoring import TaskScores, assemble, build_requests
 from diagnose.tasks import Task
@@ -225,6 +226,77 @@ class Generation:
     stopped: list[bool] = field(default_factory=list)
 
 
+class _CachedDecoder:
+    """Greedy decoding state of a batch of token sequences with a KV cache: left-padded,
+    position ids from the attention mask, one token per sequence per step. Runs the
+    Hugging Face model under the bridge (generation needs no hooks)."""
+
+    def __init__(self, model: LoadedModel, seqs: Sequence[Sequence[int]]):
+        hf = model.bridge.original_model
+        device = next(hf.parameters()).device
+        pad = model.tokenizer.pad_token_id
+        pad = model.tokenizer.eos_token_id if pad is None else pad
+        width = max(len(x) for x in seqs)
+        ids = torch.full((len(seqs), width), int(pad or 0), dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, x in enumerate(seqs):
+            ids[b, width - len(x):] = torch.tensor(list(x), dtype=torch.long)
+            mask[b, width - len(x):] = 1
+        self.hf, self.device = hf, device
+        self.mask = mask.to(device)
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        out = hf(input_ids=ids.to(device), attention_mask=self.mask, position_ids=pos,
+                 use_cache=True)
+        self.cache, self.pos = out.past_key_values, pos[:, -1]
+        self.logits = out.logits[:, -1].float()
+
+    def step(self, tokens: torch.Tensor) -> None:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.pos = self.pos + 1
+        out = self.hf(input_ids=tokens.to(self.device)[:, None], attention_mask=self.mask,
+                      position_ids=self.pos[:, None], past_key_values=self.cache, use_cache=True)
+        self.cache, self.logits = out.past_key_values, out.logits[:, -1].float()
+
+
+_CACHE_OK: "weakref.WeakKeyDictionary[object, bool]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def kv_cache_ok(model: LoadedModel) -> bool:
+    """Does decoding with a KV cache (left padding, position ids) give the logits of a
+    full forward on this model? Checked once per loaded model on a tiny probe, as the
+    shared-prefix rows are (``engine.can_share_prefix``): a bridge component that does not
+    honour the cache falls back to rerunning the sequences."""
+    known = _CACHE_OK.get(model.bridge)
+    if known is None:
+        v = int(model.bridge.cfg.d_vocab)
+        seqs = [[(5 * i + 3) % v for i in range(4)], [(7 * i + 1) % v for i in range(2)]]
+        dec = _CachedDecoder(model, seqs)
+        nxt = torch.tensor([(11 * j + 2) % v for j in range(2)])
+        dec.step(nxt)
+        want = last_logits(model, [s + [int(t)] for s, t in zip(seqs, nxt)])
+        tol = 1e-3 if model.dtype == torch.float32 else 5e-2
+        known = bool((dec.logits.cpu() - want).abs().max() <= tol * max(1.0, float(want.abs().max())))
+        _CACHE_OK[model.bridge] = known
+    return known
+
+
+def last_logits(model: LoadedModel, seqs: Sequence[Sequence[int]], batch_tokens: int | None = None
+                ) -> torch.Tensor:
+    """Next-token logits after each whole sequence (the engine's capture and readout)."""
+    from transformer_lens.tools.analysis import logit_readout
+
+    from diagnose.engine import FINAL_RESID, default_batch_tokens
+    from probes.capture import capture_at
+
+    acts = capture_at(model.bridge, [list(s) for s in seqs], np.arange(len(seqs)),
+                      np.asarray([len(s) - 1 for s in seqs]), hooks=(FINAL_RESID,),
+                      batch_tokens=batch_tokens or default_batch_tokens(model))
+    w = model.bridge.W_U
+    return logit_readout(model.bridge, acts[FINAL_RESID].to(device=w.device, dtype=w.dtype),
+                         return_type="logits").values.float().cpu()
+
+
 @torch.no_grad()
 def greedy_generate(
     model: LoadedModel,
@@ -236,15 +308,18 @@ def greedy_generate(
     prepend_bos: bool = False,
     batch_tokens: int | None = None,
 ) -> Generation:
-    """Greedy decoding of every prompt at once (one batched forward per step), with the
-    contrastive logits ``(1 + a) * L(prompt + y<t) - a * L(weak + y<t)`` when
-    ``weak_prompts`` is given (``a = 0``: plain greedy). A continuation ends at the
-    end-of-text token (not kept), at ``max_new_tokens``, or once its text contains one
-    of the ``stop`` strings (kept, text cut right after it). No KV cache: each step
-    reruns the sequences (fine for the few tokens a reasoning prefix needs)."""
+    """Greedy decoding of every prompt, with the contrastive logits ``(1 + a) *
+    L(prompt + y<t) - a * L(weak + y<t)`` when ``weak_prompts`` is given (``a = 0``:
+    plain greedy). A continuation ends at the end-of-text token (not kept), at
+    ``max_new_tokens``, or once its text contains one of the ``stop`` strings (kept, text
+    cut right after it). Batches of similar length share a KV cache, so each step runs one
+    token per sequence (prompts longer than the context keep their last tokens)."""
+    from diagnose.engine import default_batch_tokens
+
     tok = model.tokenizer
-    strong = [encode_prompt(tok, p, prepend_bos) for p in prompts]
-    weak = ([encode_prompt(tok, p, prepend_bos) for p in weak_prompts]
+    keep = max(1, model.n_ctx - max_new_tokens)
+    strong = [encode_prompt(tok, p, prepend_bos)[-keep:] for p in prompts]
+    weak = ([encode_prompt(tok, p, prepend_bos)[-keep:] for p in weak_prompts]
             if weak_prompts is not None else None)
     if weak is not None and len(weak) != len(strong):
         raise ValueError("one weak prompt per prompt is needed")
@@ -252,17 +327,63 @@ def greedy_generate(
     gen: list[list[int]] = [[] for _ in prompts]
     texts = ["" for _ in prompts]
     stopped = [False] * len(prompts)
-    live = list(range(len(prompts)))
+    budget = batch_tokens or default_batch_tokens(model)
+    from probes.capture import TokenCount, batches
+
+    lengths = [len(s) + max_new_tokens for s in strong]
+    if not kv_cache_ok(model):
+        return _uncached_greedy(model, strong, weak, a, max_new_tokens, stop, budget)
+    for batch in batches(lengths, budget, 256):
+        dec = _CachedDecoder(model, [strong[i] for i in batch])
+        wdec = (_CachedDecoder(model, [weak[i] for i in batch])
+                if weak is not None and a != 0 else None)
+        TokenCount.add(torch.zeros(0), sum(len(strong[i]) for i in batch)
+                       + (sum(len(weak[i]) for i in batch) if wdec else 0))
+        live = [True] * len(batch)
+        for _ in range(max_new_tokens):
+            ls = dec.logits if wdec is None else contrastive_logits(dec.logits, wdec.logits, float(a))
+            nxt = ls.argmax(dim=-1)
+            for j, i in enumerate(batch):
+                if not live[j]:
+                    continue
+                t = int(nxt[j])
+                if eos is not None and t == eos:
+                    live[j] = False
+                    continue
+                gen[i].append(t)
+                texts[i] = tok.decode(gen[i])
+                hit = [texts[i].index(s) + len(s) for s in stop if s and s in texts[i]]
+                if hit:
+                    texts[i] = texts[i][:min(hit)]
+                    stopped[i] = True
+                    live[j] = False
+            if not any(live):
+                break
+            dec.step(nxt)
+            if wdec is not None:
+                wdec.step(nxt)
+            TokenCount.add(torch.zeros(0), len(batch) * (2 if wdec else 1))
+    return Generation(texts=texts, token_ids=gen, stopped=stopped)
+
+
+def _uncached_greedy(model: LoadedModel, strong: list[list[int]], weak: list[list[int]] | None,
+                     a: float, max_new_tokens: int, stop: Sequence[str], budget: int) -> Generation:
+    """The fallback: every step reruns the sequences (no cache)."""
+    tok = model.tokenizer
+    eos = tok.eos_token_id
+    gen: list[list[int]] = [[] for _ in strong]
+    texts = ["" for _ in strong]
+    stopped = [False] * len(strong)
+    live = list(range(len(strong)))
     for _ in range(max_new_tokens):
         if not live:
             break
-        ls = last_position_logits(model, [strong[i] + gen[i] for i in live], batch_tokens)
+        ls = last_logits(model, [strong[i] + gen[i] for i in live], budget)
         if weak is not None and a != 0:
-            lw = last_position_logits(model, [weak[i] + gen[i] for i in live], batch_tokens)
-            ls = contrastive_logits(ls, lw.to(ls.device), float(a))
-        nxt = ls.argmax(dim=-1).tolist()
+            lw = last_logits(model, [weak[i] + gen[i] for i in live], budget)
+            ls = contrastive_logits(ls, lw, float(a))
         still = []
-        for i, t in zip(live, nxt):
+        for i, t in zip(live, ls.argmax(dim=-1).tolist()):
             if eos is not None and t == eos:
                 continue
             gen[i].append(int(t))
