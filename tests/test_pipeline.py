@@ -155,3 +155,33 @@ def test_report_renders_in_headless_chromium(setup, tmp_path):
     keep = os.environ.get("DIAGNOSE_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_suite_survives_a_failing_task_and_says_which(setup, tmp_path, capsys):
+    """A file that does not load and files whose classes a tokenizer cannot score: the
+    suite records the failure (suite.json, index.html), runs the others, exits non-zero
+    naming the failed task, and resumes without redoing finished tasks."""
+    from experiments.odd_classes import write
+
+    root, task, args = setup
+    folder = tmp_path / "suite"
+    write(folder)
+    model_args = [a for i, a in enumerate(args) if a == "--model" or args[i - 1] == "--model"]
+    argv = ["run", "--suite", "isp", str(folder), "--no-mitigations", "--no-probes",
+            "--classifier", str(root / "clf.json"), "--limit", "20", "--no-progress",
+            "--out", str(tmp_path / "out"), *model_args]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 task(s) failed: broken-row" in err
+    suite = json.loads((tmp_path / "out" / "suite.json").read_text())
+    rows = {r["task"]: r for r in suite["tasks"]}
+    assert suite["failed"] == ["broken-row"]
+    assert "broken-row.jsonl, line 2" in rows["broken-row"]["error"]
+    assert "\n" not in rows["broken-row"]["error"]
+    assert all(not r.get("error") for n, r in rows.items() if n != "broken-row")
+    assert len(rows) == 6 and "failed" in (tmp_path / "out" / "index.html").read_text()
+    # byte-level tokenizer: every odd class is one or more tokens, nothing skipped
+    assert all(r["n_unscorable"] == [0, 0] for n, r in rows.items() if n != "broken-row")
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("records/*/*.npz")}
+    assert cli.main(argv) == 1
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())
