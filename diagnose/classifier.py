@@ -1,24 +1,33 @@
 """The cause classifier: which cause's intervention explains a task's inverse scaling?
 
-Composed openly, in two parts:
+Composed openly, in three parts:
 
 1. The gate is a rule (``gate``), not a learned probability: a task the family cannot
    read is ``undetermined``; a task the trend rule (``diagnose.trends``) does not call
    inverse, inverted-U or U-shaped is ``no_inverse_scaling``.
-2. The cause model (``CauseModel``, a scikit-learn estimator) runs only past the gate.
-   Each cause has its own ``Pipeline`` (median imputation, standardisation, logistic
-   regression) that reads only the evidence of the views testing that cause (the
-   registry's ``ViewSpec.tests``) plus the lens and probe evidence, and answers "is this
-   cause at work?": its support ``P_c``. A cause none of whose views exists for the task
-   is *untested*: it gets no probability, is never the label, and the output says so.
-   The tested causes' supports combine as ``P(undetermined) = prod(1 - P_c)`` (none is at
-   work) and ``P(c) = (1 - P(undetermined)) * P_c / sum(P_t)``; ``predict`` is the argmax
-   of ``predict_proba`` over ``classes_`` (the four causes and ``undetermined``).
+2. Past the gate, each cause is *tested* by its own views (the registry's
+   ``ViewSpec.tests``): a per-cause ``Pipeline`` (median imputation, standardisation,
+   logistic regression) reads only what those views do (do the errors follow the view's
+   answer, does the intervention pull to the tempting answer, does it remove the errors,
+   by size) and answers "does this cause's intervention explain the errors?": its
+   support ``s_c``. It is fitted on every task the cause's views apply to: tasks of the
+   cause that scale inversely are the positives; tasks of other causes and controls
+   (where the same views exist and explain nothing) the negatives. A cause none of whose
+   views exists for a task is *untested*: no probability, never the label, reported so.
+3. The lens and probe evidence (commitment depth, overwritten answers, the
+   knows-but-does-not-say gap) cannot say whether a task scales inversely (the gate does
+   that), so it is fitted on inversely scaling tasks only, as one multinomial logistic
+   regression over the causes, ``q_c``, and weighs the tested causes against each other.
 
-No feature says whether a view exists, so which views a task happens to carry can only
-change which causes are tested, never tip the evidence between tested ones. The fitted
-model is saved as JSON (no pickle) with the feature names and the family it was fitted
-on, so a stale model is an error, not a silent mismatch.
+Each hypothesis "cause c is at work" is weighed against "none is" by its test's odds,
+``s_c / (1 - s_c)``, times the lens model's ``4 q_c`` (1 when it is indifferent):
+``P(c) = w_c / (1 + sum_t w_t)`` over the tested causes and ``P(undetermined) = 1 / (1 +
+sum_t w_t)``. ``predict`` is the argmax of ``predict_proba`` over ``classes_`` (the four
+causes and ``undetermined``): a cause beats "undetermined" by its own evidence alone, so
+adding or removing the view of a cause that is not at work (a small ``w_t``) cannot move
+the label. No feature says whether a view exists, so which views a task carries can only
+change which causes are tested. The fitted model is saved as
+JSON (no pickle) with its feature names; a model fitted on other features is an error.
 """
 
 from __future__ import annotations
@@ -42,12 +51,12 @@ class StaleClassifierError(ValueError):
     """A saved classifier that does not fit this code or family (says what to run)."""
 
 
-def cause_block(cause: str, shared: bool = True) -> list[str]:
-    """The features the cause's own model reads: its views' evidence (+ lens/probes)."""
+def cause_block(cause: str) -> list[str]:
+    """The features a cause's test reads: what its views do."""
     names: list[str] = []
     for v in views_testing(cause):
         names += view_features(v)
-    return names + (list(SHARED_FEATURES) if shared else [])
+    return names
 
 
 def as_matrix(X: Any, names: Sequence[str]) -> np.ndarray:
@@ -83,20 +92,21 @@ def _pipeline(C: float, seed: int):
 
 
 class CauseModel(ClassifierMixin, BaseEstimator):
-    """Per-cause support from each cause's own views; see the module docstring.
+    """Per-cause tests from each cause's own views, weighed by the lens and probe
+    evidence; see the module docstring.
 
-    ``fit(X, y)``: ``y`` holds a cause for units where that cause is at work and
-    ``no_inverse_scaling`` for units where none is (controls); a cause's model is fitted
-    on the units that test it, positives its own, negatives all others.
-    ``shared=False`` leaves out the lens/probe features; ``views=False`` reads only them
-    (the lens/probe-only comparison model, one multinomial logistic regression).
+    ``fit(X, y)``: ``y`` holds a cause for tasks where that cause is at work (they scale
+    inversely) and ``no_inverse_scaling`` for tasks where none is (controls).
+    ``views=False`` gives the lens/probe-only comparison model (every tested cause counts
+    as supported; the lens and probe evidence alone picks among them); ``lens=False`` the
+    views-only model.
     """
 
-    def __init__(self, C: float = 0.5, shared: bool = True, views: bool = True,
+    def __init__(self, C: float = 0.5, views: bool = True, lens: bool = True,
                  random_state: int = 0):
         self.C = C
-        self.shared = shared
         self.views = views
+        self.lens = lens
         self.random_state = random_state
 
     # -- fitting -------------------------------------------------------------------------
@@ -108,85 +118,86 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         if unknown:
             raise ValueError(f"unknown labels {sorted(unknown)}; expected causes or {NO_INVERSE}")
         if len(set(y) & set(CAUSES)) < 2:
-            raise ValueError("the cause model needs training units of at least two causes")
+            raise ValueError("the cause model needs training tasks of at least two causes")
         self.feature_names_in_ = np.array(names)
         self.classes_ = np.array(CLASSES)
         self.blocks_: dict[str, list[str]] = {}
         self.models_: dict[str, Any] = {}
         self.constant_: dict[str, float] = {}
         T = causes_under_test(Xm)
-        if not self.views:
-            return self._fit_lens_only(Xm, y)
-        for j, c in enumerate(CAUSES):
-            block = cause_block(c, self.shared)
-            self.blocks_[c] = block
-            rows = T[:, j]
-            yc = (y[rows] == c).astype(int)
-            if rows.sum() == 0 or yc.min() == yc.max():
-                # nothing to contrast: the support is the share seen (0 or 1), noted
-                self.constant_[c] = float(yc.mean()) if rows.sum() else 0.0
-                continue
-            cols = [names.index(n) for n in block]
-            self.models_[c] = _pipeline(self.C, self.random_state).fit(Xm[rows][:, cols], yc)
-        return self
-
-    def _fit_lens_only(self, Xm: np.ndarray, y: np.ndarray) -> "CauseModel":
-        names = list(self.feature_names_in_)
-        cols = [names.index(n) for n in SHARED_FEATURES]
-        mask = np.isin(y, CAUSES)
-        self.blocks_ = {"*": list(SHARED_FEATURES)}
-        self.models_ = {"*": _pipeline(self.C, self.random_state).fit(Xm[mask][:, cols], y[mask])}
+        if self.views:
+            for j, c in enumerate(CAUSES):
+                block = cause_block(c)
+                self.blocks_[c] = block
+                rows = T[:, j]
+                yc = (y[rows] == c).astype(int)
+                if rows.sum() == 0 or yc.min() == yc.max():
+                    # nothing to contrast: the support is the share seen (0 or 1)
+                    self.constant_[c] = float(yc.mean()) if rows.sum() else 0.0
+                    continue
+                cols = [names.index(n) for n in block]
+                self.models_[c] = _pipeline(self.C, self.random_state).fit(Xm[rows][:, cols], yc)
+        if self.lens:
+            mask = np.isin(y, CAUSES)
+            self.blocks_["lens"] = list(SHARED_FEATURES)
+            cols = [names.index(n) for n in SHARED_FEATURES]
+            self.models_["lens"] = _pipeline(self.C, self.random_state).fit(Xm[mask][:, cols],
+                                                                            y[mask])
         return self
 
     # -- prediction ----------------------------------------------------------------------
     def support(self, X: Any) -> np.ndarray:
-        """[n, 4] P(cause at work) per cause; NaN where the cause is untested."""
+        """[n, 4] the view tests' P(cause at work); NaN where the cause is untested."""
         names = list(self.feature_names_in_)
         Xm = as_matrix(X, names)
         T = causes_under_test(Xm)
-        out = np.full((len(Xm), len(CAUSES)), np.nan)
-        if "*" in self.models_:
-            m = self.models_["*"]
-            cols = [names.index(n) for n in self.blocks_["*"]]
+        out = np.ones((len(Xm), len(CAUSES)))
+        if self.views:
+            for j, c in enumerate(CAUSES):
+                if c in self.models_:
+                    cols = [names.index(n) for n in self.blocks_[c]]
+                    out[:, j] = self.models_[c].predict_proba(Xm[:, cols])[:, 1]
+                else:
+                    out[:, j] = self.constant_.get(c, 0.0)
+        return np.where(T, out, np.nan)
+
+    def lens_proba(self, X: Any) -> np.ndarray:
+        """[n, 4] the lens/probe model's P(cause | inverse scaling) (uniform without it)."""
+        names = list(self.feature_names_in_)
+        Xm = as_matrix(X, names)
+        out = np.full((len(Xm), len(CAUSES)), 1.0 / len(CAUSES))
+        m = self.models_.get("lens")
+        if m is not None:
+            cols = [names.index(n) for n in self.blocks_["lens"]]
             p = m.predict_proba(Xm[:, cols])
+            out[:] = 0.0
             for k, c in enumerate(m.classes_):
                 out[:, CAUSES.index(c)] = p[:, k]
-            return np.where(T, out, np.nan)
-        for j, c in enumerate(CAUSES):
-            if c in self.models_:
-                cols = [names.index(n) for n in self.blocks_[c]]
-                out[:, j] = self.models_[c].predict_proba(Xm[:, cols])[:, 1]
-            else:
-                out[:, j] = self.constant_.get(c, 0.0)
-        return np.where(T, out, np.nan)
+        return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """[n, 5] over ``classes_``: the four causes, then ``undetermined``."""
-        sup = self.support(X)
-        if "*" in self.models_:  # lens/probe-only: a multinomial model over the tested causes
-            p = np.nan_to_num(sup)
-            tot = p.sum(1, keepdims=True)
-            p = np.where(tot > 0, p / np.where(tot > 0, tot, 1), 0.0)
-            return np.concatenate([p, (tot == 0).astype(float)], 1)
-        s = np.nan_to_num(sup, nan=0.0)
-        none = np.prod(np.where(np.isnan(sup), 1.0, 1.0 - sup), axis=1, keepdims=True)
-        tot = s.sum(1, keepdims=True)
-        causes = np.where(tot > 0, (1 - none) * s / np.where(tot > 0, tot, 1), 0.0)
-        return np.concatenate([causes, none], 1)
+        sup = np.clip(self.support(X), 1e-6, 1 - 1e-6)
+        w = np.where(np.isnan(sup), 0.0, sup / (1 - sup)) * len(CAUSES) * self.lens_proba(X)
+        if not self.views:  # lens/probe-only: the lens model alone picks among tested causes
+            w = np.where(np.isnan(sup), 0.0, 1e6 * self.lens_proba(X))
+        out = np.concatenate([w, np.ones((len(w), 1))], 1)
+        return out / out.sum(1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
 
     def tests(self, X: Any, threshold: float = 0.5) -> list[dict[str, str]]:
-        """Per unit and cause: supported (support >= threshold), not_supported, untested."""
+        """Per task and cause: supported (its views' support >= threshold), not_supported,
+        untested."""
         sup = self.support(X)
         return [{c: (UNTESTED if np.isnan(p) else SUPPORTED if p >= threshold else NOT_SUPPORTED)
                  for c, p in zip(CAUSES, row)} for row in sup]
 
     def contributions(self, x: Mapping[str, float], cause: str) -> list[tuple[str, float]]:
-        """Per feature of the cause's block: coefficient x standardized value (largest first)."""
+        """Per feature of the cause's test: coefficient x standardized value (largest first)."""
         m = self.models_.get(cause)
-        if m is None:
+        if m is None or cause == "lens":
             return []
         names = list(self.feature_names_in_)
         block = self.blocks_[cause]
@@ -200,23 +211,22 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         models = {}
         for c, m in self.models_.items():
             imp, sc, lr = m[0], m[1], m[2]
-            models[c] = {"features": self.blocks_[c],
-                         "impute": imp.statistics_.tolist(),
+            models[c] = {"features": self.blocks_[c], "impute": imp.statistics_.tolist(),
                          "mean": sc.mean_.tolist(), "scale": sc.scale_.tolist(),
                          "classes": [str(k) for k in lr.classes_],
                          "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
-        return {"kind": "CauseModel", "version": 2, "C": self.C, "shared": self.shared,
-                "views": self.views, "random_state": self.random_state,
+        return {"kind": "CauseModel", "version": 3, "C": self.C, "views": self.views,
+                "lens": self.lens, "random_state": self.random_state,
                 "feature_names": list(self.feature_names_in_), "models": models,
                 "constant": self.constant_}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CauseModel":
-        if d.get("kind") != "CauseModel" or d.get("version") != 2:
+        if d.get("kind") != "CauseModel" or d.get("version") != 3:
             raise StaleClassifierError("not a saved CauseModel of this version")
         if list(d["feature_names"]) != feature_names():
             raise StaleClassifierError("the saved classifier was fitted on another feature set")
-        self = cls(C=d["C"], shared=d["shared"], views=d["views"], random_state=d["random_state"])
+        self = cls(C=d["C"], views=d["views"], lens=d["lens"], random_state=d["random_state"])
         self.feature_names_in_ = np.array(d["feature_names"])
         self.classes_ = np.array(CLASSES)
         self.constant_ = dict(d["constant"])

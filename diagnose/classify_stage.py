@@ -283,7 +283,8 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
     """Leave-one-design-out validation at task level (``validation.json``)."""
     folds = design_folds(units)
     feats = {u.task: unit_features(u.evidence, None, n_boot=n_boot, seed=seed) for u in units}
-    variants = {"main": dict(), "lens_probe_only": dict(views=False), "presence_only": None}
+    variants = {"main": dict(), "lens_probe_only": dict(views=False),
+                "views_only": dict(lens=False), "presence_only": None}
     preds: dict[str, dict[str, str]] = {k: {} for k in variants}
     fold_out, unchanged = [], []
     for train_d, test_d in folds:
@@ -321,13 +322,15 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
                 "controls_no_inverse": float(np.mean(ctrl)) if ctrl else None}
 
     main = summary(preds["main"])
-    blocks = sorted({n for c in CAUSES for n in cause_block(c)})
+    blocks = sorted({n for c in CAUSES for n in cause_block(c)} | set(SHARED_FEATURES))
     return {
         "protocol": "leave-one-design-out", **main, "labels": list(VERDICTS),
         "folds": fold_out,
         "features": [n for n in feature_names() if n in blocks],
         "lens_probe_only": {**summary(preds["lens_probe_only"]),
                             "features": list(SHARED_FEATURES)},
+        "views_only": {**summary(preds["views_only"]),
+                       "features": sorted({n for c in CAUSES for n in cause_block(c)})},
         "presence_ablation": {
             "presence_only": {**summary(preds["presence_only"]),
                               "features": [f"{v}_present" for v in VIEWS],
@@ -340,6 +343,7 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
         "units": [{"task": u.task, "design": u.design, "planted": u.planted,
                    "control": u.control, "true": u.label, "pred": preds["main"][u.task],
                    "pred_lens_probe_only": preds["lens_probe_only"][u.task],
+                   "pred_views_only": preds["views_only"][u.task],
                    "pred_presence_only": preds["presence_only"][u.task],
                    "views": [v for v in VIEWS if _presence(feats[u.task][0])[list(VIEWS).index(v)]],
                    "trend": feats[u.task][1]["label"]} for u in units],
@@ -363,8 +367,9 @@ def format_validation(v: dict[str, Any]) -> str:
         lines.append(f"{s:<18}" + "".join(f"{x:>13}" for x in row))
     if v.get("controls_no_inverse") is not None:
         lines.append(f"controls labelled no_inverse_scaling: {v['controls_no_inverse']:.2f}")
-    lines.append(f"lens/probe-only model: {v['lens_probe_only']['accuracy']:.3f}; presence-only "
-                 f"model: {v['presence_ablation']['presence_only']['accuracy']:.3f}")
+    lines.append(f"lens/probe-only model: {v['lens_probe_only']['accuracy']:.3f}; views-only "
+                 f"model: {v['views_only']['accuracy']:.3f}; presence-only model: "
+                 f"{v['presence_ablation']['presence_only']['accuracy']:.3f}")
     u = v["presence_ablation"]["label_unchanged_when_a_view_not_in_play_is_removed"]
     if u is not None:
         lines.append(f"label unchanged when a view whose cause is not the label is removed: "
