@@ -6,14 +6,16 @@ Composed openly, in three parts:
    read is ``undetermined``; a task the trend rule (``diagnose.trends``) does not call
    inverse, inverted-U or U-shaped is ``no_inverse_scaling``.
 2. Past the gate, each cause is *tested* by its own views (the registry's
-   ``ViewSpec.tests``): a per-cause ``Pipeline`` (median imputation, standardisation,
-   logistic regression) reads only what those views do (do the errors follow the view's
-   answer, does the intervention pull to the tempting answer, does it remove the errors,
-   by size) and answers "does this cause's intervention explain the errors?": its
-   support ``s_c``. It is fitted on every task the cause's views apply to: tasks of the
-   cause that scale inversely are the positives; tasks of other causes and controls
-   (where the same views exist and explain nothing) the negatives. A cause none of whose
-   views exists for a task is *untested*: no probability, never the label, reported so.
+   ``ViewSpec.tests``). Each view has its own ``Pipeline`` (median imputation,
+   standardisation, logistic regression) that reads only what that view does (do the
+   errors follow the view's answer, does the intervention pull to the tempting answer,
+   does it remove the errors, by size) and answers "does this intervention explain the
+   errors?". It is fitted on every task the view applies to: tasks of the view's cause
+   that scale inversely are the positives; tasks of other causes and controls (where the
+   view exists and explains nothing) the negatives. A cause's support ``s_c`` is its best
+   view's. No view's features are ever imputed from another task's view, so a view a
+   task lacks carries no value at all: a cause none of whose views exists is *untested*
+   (no probability, never the label, reported so).
 3. The lens and probe evidence (commitment depth, overwritten answers, the
    knows-but-does-not-say gap) cannot say whether a task scales inversely (the gate does
    that), so it is fitted on inversely scaling tasks only, as one multinomial logistic
@@ -52,11 +54,22 @@ class StaleClassifierError(ValueError):
 
 
 def cause_block(cause: str) -> list[str]:
-    """The features a cause's test reads: what its views do."""
+    """The features a cause's tests read: what its views do."""
     names: list[str] = []
     for v in views_testing(cause):
         names += view_features(v)
     return names
+
+
+def views_present(X: Any) -> np.ndarray:
+    """[n, V] which registry views have evidence on each unit."""
+    from diagnose.views import VIEWS
+
+    names = feature_names()
+    Xm = as_matrix(X, names)
+    return np.stack([np.isfinite(Xm[:, [names.index(f"{v}_tempt_large"),
+                                        names.index(f"{v}_fix_large")]]).any(1)
+                     for v in VIEWS], 1)
 
 
 def as_matrix(X: Any, names: Sequence[str]) -> np.ndarray:
@@ -124,19 +137,21 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         self.blocks_: dict[str, list[str]] = {}
         self.models_: dict[str, Any] = {}
         self.constant_: dict[str, float] = {}
-        T = causes_under_test(Xm)
         if self.views:
-            for j, c in enumerate(CAUSES):
-                block = cause_block(c)
-                self.blocks_[c] = block
-                rows = T[:, j]
-                yc = (y[rows] == c).astype(int)
-                if rows.sum() == 0 or yc.min() == yc.max():
+            from diagnose.views import VIEWS
+
+            P = views_present(Xm)
+            for k, (v, spec) in enumerate(VIEWS.items()):
+                block = view_features(v)
+                self.blocks_[v] = block
+                rows = P[:, k]
+                yv = (y[rows] == spec.tests).astype(int)
+                if rows.sum() == 0 or yv.min() == yv.max():
                     # nothing to contrast: the support is the share seen (0 or 1)
-                    self.constant_[c] = float(yc.mean()) if rows.sum() else 0.0
+                    self.constant_[v] = float(yv.mean()) if rows.sum() else 0.0
                     continue
                 cols = [names.index(n) for n in block]
-                self.models_[c] = _pipeline(self.C, self.random_state).fit(Xm[rows][:, cols], yc)
+                self.models_[v] = _pipeline(self.C, self.random_state).fit(Xm[rows][:, cols], yv)
         if self.lens:
             mask = np.isin(y, CAUSES)
             self.blocks_["lens"] = list(SHARED_FEATURES)
@@ -146,20 +161,36 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         return self
 
     # -- prediction ----------------------------------------------------------------------
-    def support(self, X: Any) -> np.ndarray:
-        """[n, 4] the view tests' P(cause at work); NaN where the cause is untested."""
+    def view_support(self, X: Any) -> np.ndarray:
+        """[n, V] each view's test: P(its intervention explains the errors); NaN where the
+        unit has no such view."""
+        from diagnose.views import VIEWS
+
         names = list(self.feature_names_in_)
         Xm = as_matrix(X, names)
-        T = causes_under_test(Xm)
-        out = np.ones((len(Xm), len(CAUSES)))
-        if self.views:
-            for j, c in enumerate(CAUSES):
-                if c in self.models_:
-                    cols = [names.index(n) for n in self.blocks_[c]]
-                    out[:, j] = self.models_[c].predict_proba(Xm[:, cols])[:, 1]
-                else:
-                    out[:, j] = self.constant_.get(c, 0.0)
-        return np.where(T, out, np.nan)
+        out = np.full((len(Xm), len(VIEWS)), np.nan)
+        P = views_present(Xm)
+        for k, v in enumerate(VIEWS):
+            if v in self.models_:
+                cols = [names.index(n) for n in self.blocks_[v]]
+                out[:, k] = self.models_[v].predict_proba(Xm[:, cols])[:, 1]
+            else:
+                out[:, k] = self.constant_.get(v, 0.0)
+        return np.where(P, out, np.nan)
+
+    def support(self, X: Any) -> np.ndarray:
+        """[n, 4] each cause's support: its best view's test; NaN where it is untested."""
+        from diagnose.views import VIEWS
+
+        names = list(VIEWS)
+        vs = self.view_support(X) if self.views else np.where(views_present(X), 1.0, np.nan)
+        out = np.full((len(vs), len(CAUSES)), np.nan)
+        for j, c in enumerate(CAUSES):
+            cols = [names.index(v) for v in views_testing(c)]
+            block = vs[:, cols]
+            has = np.isfinite(block).any(1)
+            out[has, j] = np.nanmax(block[has], axis=1)
+        return out
 
     def lens_proba(self, X: Any) -> np.ndarray:
         """[n, 4] the lens/probe model's P(cause | inverse scaling) (uniform without it)."""
@@ -195,12 +226,19 @@ class CauseModel(ClassifierMixin, BaseEstimator):
                  for c, p in zip(CAUSES, row)} for row in sup]
 
     def contributions(self, x: Mapping[str, float], cause: str) -> list[tuple[str, float]]:
-        """Per feature of the cause's test: coefficient x standardized value (largest first)."""
-        m = self.models_.get(cause)
-        if m is None or cause == "lens":
+        """Per feature of the cause's best view test: coefficient x standardized value
+        (largest first)."""
+        from diagnose.views import VIEWS
+
+        vs = self.view_support([x])[0]
+        cands = [(vs[list(VIEWS).index(v)], v) for v in views_testing(cause)
+                 if np.isfinite(vs[list(VIEWS).index(v)]) and v in self.models_]
+        if not cands:
             return []
+        view = max(cands)[1]
+        m = self.models_[view]
         names = list(self.feature_names_in_)
-        block = self.blocks_[cause]
+        block = self.blocks_[view]
         row = as_matrix([x], names)[:, [names.index(n) for n in block]]
         z = m[:-1].transform(row)[0]
         c = m[-1].coef_[0] * z
@@ -215,14 +253,14 @@ class CauseModel(ClassifierMixin, BaseEstimator):
                          "mean": sc.mean_.tolist(), "scale": sc.scale_.tolist(),
                          "classes": [str(k) for k in lr.classes_],
                          "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
-        return {"kind": "CauseModel", "version": 3, "C": self.C, "views": self.views,
+        return {"kind": "CauseModel", "version": 4, "C": self.C, "views": self.views,
                 "lens": self.lens, "random_state": self.random_state,
                 "feature_names": list(self.feature_names_in_), "models": models,
                 "constant": self.constant_}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CauseModel":
-        if d.get("kind") != "CauseModel" or d.get("version") != 3:
+        if d.get("kind") != "CauseModel" or d.get("version") != 4:
             raise StaleClassifierError("not a saved CauseModel of this version")
         if list(d["feature_names"]) != feature_names():
             raise StaleClassifierError("the saved classifier was fitted on another feature set")
