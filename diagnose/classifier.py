@@ -6,8 +6,8 @@ Composed openly, in three parts:
    read is ``undetermined``; a task the trend rule (``diagnose.trends``) does not call
    inverse, inverted-U or U-shaped is ``no_inverse_scaling``.
 2. Past the gate, each cause is *tested* by its own views (the registry's
-   ``ViewSpec.tests``). Each view has its own ``Pipeline`` (median imputation,
-   standardisation, logistic regression) that reads only what that view does (do the
+   ``ViewSpec.tests``). Each view has its own ``Pipeline`` (imputation, logistic
+   regression) that reads only what that view does (do the
    errors follow the view's answer, does the intervention pull to the tempting answer,
    does it remove the errors, by size) and answers "does this intervention explain the
    errors?". It is fitted on every task the view applies to: tasks of the view's cause
@@ -93,15 +93,19 @@ def causes_under_test(X: Any) -> np.ndarray:
 
 
 def _pipeline(C: float, seed: int):
+    """Zero for a measure a task cannot give (no errors to agree, one model for a slope):
+    no evidence, not the training tasks' typical value. No standardisation: every feature
+    is a share or a per-decade change on the same scale already, and rescaling features
+    that barely vary across the training tasks would blow their noise up. No class
+    weights: where a view's effect cannot tell its cause from the others, the support
+    must fall to that cause's share of the tasks the view applies to, not to one half."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                     ("scale", StandardScaler()),
-                     ("logit", LogisticRegression(C=C, class_weight="balanced", max_iter=5000,
-                                                  random_state=seed))])
+    return Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=0.0,
+                                              keep_empty_features=True)),
+                     ("logit", LogisticRegression(C=C, max_iter=5000, random_state=seed))])
 
 
 class CauseModel(ClassifierMixin, BaseEstimator):
@@ -248,19 +252,18 @@ class CauseModel(ClassifierMixin, BaseEstimator):
     def to_dict(self) -> dict[str, Any]:
         models = {}
         for c, m in self.models_.items():
-            imp, sc, lr = m[0], m[1], m[2]
-            models[c] = {"features": self.blocks_[c], "impute": imp.statistics_.tolist(),
-                         "mean": sc.mean_.tolist(), "scale": sc.scale_.tolist(),
+            lr = m[-1]
+            models[c] = {"features": self.blocks_[c],
                          "classes": [str(k) for k in lr.classes_],
                          "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
-        return {"kind": "CauseModel", "version": 4, "C": self.C, "views": self.views,
+        return {"kind": "CauseModel", "version": 5, "C": self.C, "views": self.views,
                 "lens": self.lens, "random_state": self.random_state,
                 "feature_names": list(self.feature_names_in_), "models": models,
                 "constant": self.constant_}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CauseModel":
-        if d.get("kind") != "CauseModel" or d.get("version") != 4:
+        if d.get("kind") != "CauseModel" or d.get("version") != 5:
             raise StaleClassifierError("not a saved CauseModel of this version")
         if list(d["feature_names"]) != feature_names():
             raise StaleClassifierError("the saved classifier was fitted on another feature set")
@@ -271,12 +274,8 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         self.blocks_, self.models_ = {}, {}
         for c, m in d["models"].items():
             p = _pipeline(self.C, self.random_state)
-            imp, sc, lr = p[0], p[1], p[2]
-            k = len(m["features"])
-            imp.fit(np.zeros((1, k)))
-            imp.statistics_ = np.array(m["impute"], dtype=float)
-            sc.fit(np.zeros((2, k)))
-            sc.mean_, sc.scale_ = np.array(m["mean"]), np.array(m["scale"])
+            p[0].fit(np.zeros((1, len(m["features"]))))
+            lr = p[-1]
             lr.classes_ = np.array([int(x) if x.isdigit() else x for x in m["classes"]])
             lr.coef_, lr.intercept_ = np.array(m["coef"]), np.array(m["intercept"])
             self.blocks_[c], self.models_[c] = list(m["features"]), p
