@@ -21,14 +21,20 @@ Composed openly, in three parts:
    that), so it is fitted on inversely scaling tasks only, as one multinomial logistic
    regression over the causes, ``q_c``, and weighs the tested causes against each other.
 
-Each hypothesis "cause c is at work" is weighed against "none is" by its test's odds,
-``s_c / (1 - s_c)``, times the lens model's ``4 q_c`` (1 when it is indifferent):
-``P(c) = w_c / (1 + sum_t w_t)`` over the tested causes and ``P(undetermined) = 1 / (1 +
-sum_t w_t)``. ``predict`` is the argmax of ``predict_proba`` over ``classes_`` (the four
-causes and ``undetermined``): a cause beats "undetermined" by its own evidence alone, so
-adding or removing the view of a cause that is not at work (a small ``w_t``) cannot move
-the label. No feature says whether a view exists, so which views a task carries can only
-change which causes are tested. The fitted model is saved as
+Each view test's evidence is the likelihood ratio it gives its cause: its posterior odds
+over the odds it was fitted with (the share of its training tasks that were its cause's),
+so a test that cannot tell its cause's tasks from the others gives 1, and so does a view
+never seen on both its cause's tasks and others; a cause's ratio ``L_c`` is its best view's, and its
+*support* ``L_c / (1 + L_c)`` (0.5: no evidence; "supported" from ``L_c >= MIN_RATIO``,
+Jeffreys' substantial evidence). The hypotheses "cause c is at work" are weighed against
+"none is": ``w_c = L_c q_c / max_t q_t`` (the lens model can lower a cause against the
+best tested one, never raise it above its own views' evidence), ``P(c) = w_c / (R +
+sum_t w_t)`` over the tested causes and ``P(undetermined) = R / (R + sum_t w_t)`` with
+``R = MIN_RATIO``. ``predict`` is the argmax of ``predict_proba``
+over ``classes_`` (the four causes and ``undetermined``): a cause beats "undetermined"
+only on its own views' evidence, so a label always has a supported test, and adding or
+removing the view of a cause that is not at work cannot move it. No feature says whether a view exists, so which views a
+task carries can only change which causes are tested. The fitted model is saved as
 JSON (no pickle) with its feature names; a model fitted on other features is an error.
 """
 
@@ -47,6 +53,9 @@ from diagnose.features import SHARED_FEATURES, feature_names, view_features
 from diagnose.views import views_testing
 
 CLASSES = CAUSES + (UNDETERMINED,)
+# the evidence a cause needs to be named: its views must raise its odds at least this much
+# (Jeffreys' "substantial" Bayes factor); below it the cause is "not supported"
+MIN_RATIO = 3.0
 
 
 class StaleClassifierError(ValueError):
@@ -68,7 +77,7 @@ def views_present(X: Any) -> np.ndarray:
     names = feature_names()
     Xm = as_matrix(X, names)
     return np.stack([np.isfinite(Xm[:, [names.index(f"{v}_tempt_large"),
-                                        names.index(f"{v}_fix_large")]]).any(1)
+                                        names.index(f"{v}_acc_large")]]).any(1)
                      for v in VIEWS], 1)
 
 
@@ -87,13 +96,13 @@ def causes_under_test(X: Any) -> np.ndarray:
     Xm = as_matrix(X, names)
     out = np.zeros((len(Xm), len(CAUSES)), dtype=bool)
     for j, c in enumerate(CAUSES):
-        cols = [names.index(f"{v}_{m}") for v in views_testing(c) for m in ("tempt_large", "fix_large")]
+        cols = [names.index(f"{v}_{m}") for v in views_testing(c) for m in ("tempt_large", "acc_large")]
         out[:, j] = np.isfinite(Xm[:, cols]).any(1) if cols else False
     return out
 
 
 def _pipeline(C: float, seed: int):
-    """Zero for a measure a task cannot give (no errors to agree, one model for a slope):
+    """Zero for a measure a task cannot give (no tempting class, one model for a slope):
     no evidence, not the training tasks' typical value. No standardisation: every feature
     is a share or a per-decade change on the same scale already, and rescaling features
     that barely vary across the training tasks would blow their noise up. No class
@@ -140,7 +149,7 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array(CLASSES)
         self.blocks_: dict[str, list[str]] = {}
         self.models_: dict[str, Any] = {}
-        self.constant_: dict[str, float] = {}
+        self.prior_: dict[str, float] = {}
         if self.views:
             from diagnose.views import VIEWS
 
@@ -150,10 +159,9 @@ class CauseModel(ClassifierMixin, BaseEstimator):
                 self.blocks_[v] = block
                 rows = P[:, k]
                 yv = (y[rows] == spec.tests).astype(int)
-                if rows.sum() == 0 or yv.min() == yv.max():
-                    # nothing to contrast: the support is the share seen (0 or 1)
-                    self.constant_[v] = float(yv.mean()) if rows.sum() else 0.0
-                    continue
+                if yv.min() == yv.max():
+                    continue  # nothing to contrast: no evidence (ratio 1)
+                self.prior_[v] = float(yv.mean())
                 cols = [names.index(n) for n in block]
                 self.models_[v] = _pipeline(self.C, self.random_state).fit(Xm[rows][:, cols], yv)
         if self.lens:
@@ -165,36 +173,39 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         return self
 
     # -- prediction ----------------------------------------------------------------------
-    def view_support(self, X: Any) -> np.ndarray:
-        """[n, V] each view's test: P(its intervention explains the errors); NaN where the
-        unit has no such view."""
+    def view_ratio(self, X: Any) -> np.ndarray:
+        """[n, V] each view test's likelihood ratio for its cause (1: no evidence); NaN
+        where the unit has no such view."""
         from diagnose.views import VIEWS
 
         names = list(self.feature_names_in_)
         Xm = as_matrix(X, names)
-        out = np.full((len(Xm), len(VIEWS)), np.nan)
-        P = views_present(Xm)
+        out = np.ones((len(Xm), len(VIEWS)))
         for k, v in enumerate(VIEWS):
-            if v in self.models_:
+            if self.views and v in self.models_:
                 cols = [names.index(n) for n in self.blocks_[v]]
-                out[:, k] = self.models_[v].predict_proba(Xm[:, cols])[:, 1]
-            else:
-                out[:, k] = self.constant_.get(v, 0.0)
-        return np.where(P, out, np.nan)
+                p = np.clip(self.models_[v].predict_proba(Xm[:, cols])[:, 1], 1e-6, 1 - 1e-6)
+                pi = self.prior_[v]
+                out[:, k] = (p / (1 - p)) / (pi / (1 - pi))
+        return np.where(views_present(Xm), out, np.nan)
 
-    def support(self, X: Any) -> np.ndarray:
-        """[n, 4] each cause's support: its best view's test; NaN where it is untested."""
+    def ratio(self, X: Any) -> np.ndarray:
+        """[n, 4] each cause's likelihood ratio: its best view's; NaN where untested."""
         from diagnose.views import VIEWS
 
         names = list(VIEWS)
-        vs = self.view_support(X) if self.views else np.where(views_present(X), 1.0, np.nan)
-        out = np.full((len(vs), len(CAUSES)), np.nan)
+        vr = self.view_ratio(X)
+        out = np.full((len(vr), len(CAUSES)), np.nan)
         for j, c in enumerate(CAUSES):
-            cols = [names.index(v) for v in views_testing(c)]
-            block = vs[:, cols]
+            block = vr[:, [names.index(v) for v in views_testing(c)]]
             has = np.isfinite(block).any(1)
             out[has, j] = np.nanmax(block[has], axis=1)
         return out
+
+    def support(self, X: Any) -> np.ndarray:
+        """[n, 4] each cause's support ``L / (1 + L)`` (0.5: no evidence); NaN untested."""
+        r = self.ratio(X)
+        return r / (1 + r)
 
     def lens_proba(self, X: Any) -> np.ndarray:
         """[n, 4] the lens/probe model's P(cause | inverse scaling) (uniform without it)."""
@@ -212,29 +223,31 @@ class CauseModel(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """[n, 5] over ``classes_``: the four causes, then ``undetermined``."""
-        sup = np.clip(self.support(X), 1e-6, 1 - 1e-6)
-        w = np.where(np.isnan(sup), 0.0, sup / (1 - sup)) * len(CAUSES) * self.lens_proba(X)
+        r = self.ratio(X)
+        q = np.where(np.isnan(r), 0.0, self.lens_proba(X))
+        top = q.max(1, keepdims=True)
+        w = np.where(np.isnan(r), 0.0, r) * np.where(top > 0, q / np.where(top > 0, top, 1), 1.0)
         if not self.views:  # lens/probe-only: the lens model alone picks among tested causes
-            w = np.where(np.isnan(sup), 0.0, 1e6 * self.lens_proba(X))
-        out = np.concatenate([w, np.ones((len(w), 1))], 1)
+            w = np.where(np.isnan(r), 0.0, 1e6 * self.lens_proba(X))
+        out = np.concatenate([w, np.full((len(w), 1), MIN_RATIO)], 1)
         return out / out.sum(1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
 
-    def tests(self, X: Any, threshold: float = 0.5) -> list[dict[str, str]]:
-        """Per task and cause: supported (its views' support >= threshold), not_supported,
-        untested."""
-        sup = self.support(X)
-        return [{c: (UNTESTED if np.isnan(p) else SUPPORTED if p >= threshold else NOT_SUPPORTED)
-                 for c, p in zip(CAUSES, row)} for row in sup]
+    def tests(self, X: Any) -> list[dict[str, str]]:
+        """Per task and cause: supported (its views raise its odds at least ``MIN_RATIO``
+        times), not_supported, untested."""
+        r = self.ratio(X)
+        return [{c: (UNTESTED if np.isnan(x) else SUPPORTED if x >= MIN_RATIO else NOT_SUPPORTED)
+                 for c, x in zip(CAUSES, row)} for row in r]
 
     def contributions(self, x: Mapping[str, float], cause: str) -> list[tuple[str, float]]:
         """Per feature of the cause's best view test: coefficient x standardized value
         (largest first)."""
         from diagnose.views import VIEWS
 
-        vs = self.view_support([x])[0]
+        vs = self.view_ratio([x])[0]
         cands = [(vs[list(VIEWS).index(v)], v) for v in views_testing(cause)
                  if np.isfinite(vs[list(VIEWS).index(v)]) and v in self.models_]
         if not cands:
@@ -256,21 +269,21 @@ class CauseModel(ClassifierMixin, BaseEstimator):
             models[c] = {"features": self.blocks_[c],
                          "classes": [str(k) for k in lr.classes_],
                          "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
-        return {"kind": "CauseModel", "version": 5, "C": self.C, "views": self.views,
+        return {"kind": "CauseModel", "version": 6, "C": self.C, "views": self.views,
                 "lens": self.lens, "random_state": self.random_state,
                 "feature_names": list(self.feature_names_in_), "models": models,
-                "constant": self.constant_}
+                "prior": self.prior_}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CauseModel":
-        if d.get("kind") != "CauseModel" or d.get("version") != 5:
+        if d.get("kind") != "CauseModel" or d.get("version") != 6:
             raise StaleClassifierError("not a saved CauseModel of this version")
         if list(d["feature_names"]) != feature_names():
             raise StaleClassifierError("the saved classifier was fitted on another feature set")
         self = cls(C=d["C"], views=d["views"], lens=d["lens"], random_state=d["random_state"])
         self.feature_names_in_ = np.array(d["feature_names"])
         self.classes_ = np.array(CLASSES)
-        self.constant_ = dict(d["constant"])
+        self.prior_ = dict(d["prior"])
         self.blocks_, self.models_ = {}, {}
         for c, m in d["models"].items():
             p = _pipeline(self.C, self.random_state)

@@ -249,7 +249,7 @@ def _label(model: Any, f: dict, trend: dict) -> str:
 
 def _presence(f: dict) -> np.ndarray:
     return np.array([float(np.isfinite(f.get(f"{v}_tempt_large", np.nan))
-                           or np.isfinite(f.get(f"{v}_fix_large", np.nan))) for v in VIEWS])
+                           or np.isfinite(f.get(f"{v}_acc_large", np.nan))) for v in VIEWS])
 
 
 class PresenceOnly:
@@ -302,7 +302,7 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
             lab = preds["main"][u.task]
             if lab in CAUSES:
                 for v, spec in VIEWS.items():
-                    if spec.tests != lab and np.isfinite(f.get(f"{v}_fix_large", np.nan)):
+                    if spec.tests != lab and np.isfinite(f.get(f"{v}_acc_large", np.nan)):
                         unchanged.append(_label(models["main"], _drop_view(f, v), trend) == lab)
         fold_out.append({"train_designs": train_d, "test_designs": test_d, "n": len(test),
                          "accuracy": float(np.mean([preds["main"][u.task] == u.label

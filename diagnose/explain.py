@@ -30,18 +30,19 @@ def sentences(f: Mapping[str, float], trend: Mapping[str, Any], tests: Mapping[s
                  f"{trend.get('confidence') or float('nan'):.2f}); {pct(f['p_inverse'])} of "
                  "bootstrap replicates are inverse-like.")
     for v, spec in VIEWS.items():
-        if not _fin(f, f"{v}_tempt_large") and not _fin(f, f"{v}_fix_large"):
+        if not _fin(f, f"{v}_tempt_large") and not _fin(f, f"{v}_acc_large"):
             continue
         parts = [f"With {spec.summary} ({v} view)"]
         if _fin(f, f"{v}_tempt_large"):
             parts.append(f"{largest} picks the tempting answer in {pct(f[f'{v}_tempt_large'])} "
                          f"of examples (trend {f[f'{v}_tempt_slope']:+.2f} per decade)")
-        if _fin(f, f"{v}_fix_large"):
-            parts.append(f"its accuracy on the task's answer changes by "
-                         f"{100 * f[f'{v}_fix_large']:+.0f} points")
-        if _fin(f, f"{v}_agree_large"):
-            parts.append(f"its wrong answers equal its answers under the view in "
-                         f"{pct(f[f'{v}_agree_large'])} of cases")
+        if _fin(f, f"{v}_acc_large"):
+            change = (f" ({100 * (f[f'{v}_acc_large'] - f['acc_large']):+.0f} points against the "
+                      "task prompt)" if _fin(f, "acc_large") else "")
+            parts.append(f"it answers {pct(f[f'{v}_acc_large'])} of examples right{change}")
+        if _fin(f, f"{v}_follow_large"):
+            parts.append(f"its answers on the task equal its answers under the view in "
+                         f"{pct(f[f'{v}_follow_large'])} of examples")
         s.append(parts[0] + ", " + "; ".join(parts[1:]) + ".")
     if _fin(f, "commit_large"):
         s.append(f"On its wrong answers {largest} commits at {pct(f['commit_large'])} of its "

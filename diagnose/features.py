@@ -7,13 +7,16 @@ examples every model could score are used.
 
 What each view *does* (for every view of the registry, ``diagnose.views``), on the
 examples the view was built for:
-- ``{v}_agree_large`` / ``_slope``: among the examples a model gets wrong, the fraction
-  where its answer equals its answer under the view ("the errors are the view's
-  answer"); NaN with fewer than ``MIN_ERRORS`` errors;
-- ``{v}_tempt_large`` / ``_slope``: the fraction of examples where the answer under the
-  view is the tempting class (how hard the intervention alone pulls toward it);
-- ``{v}_fix_large`` / ``_slope``: accuracy on the task's answer under the view minus
-  accuracy on the task prompt (does the intervention remove the errors?).
+- ``{v}_follow_large`` / ``_slope``: the fraction of examples where the model's answer
+  equals its answer under the view (on a task it gets wrong, mostly: "the errors are the
+  view's answer");
+- ``{v}_tempt_large`` / ``_slope``: the fraction where the answer under the view is the
+  tempting class (how hard the intervention alone pulls toward it);
+- ``{v}_acc_large`` / ``_slope``: accuracy on the task's answer under the view (does the
+  intervention remove the errors? Compare with ``acc_large``).
+None of them is conditioned on the errors or taken relative to the task's accuracy: such
+a measure would say how inversely the task scales, which the gate decides, and would let
+a cause test learn "inverse task versus control" instead of what the intervention does.
 A view the task does not have gives NaN for its features, and nothing else: no feature
 says whether a view exists (``diagnose.classifier`` treats a cause none of whose views
 exists as untested).
@@ -38,11 +41,10 @@ from diagnose.evidence import FamilyEvidence
 from diagnose.trends import INVERSE_LIKE, trend_from_outcomes
 from diagnose.views import VIEWS
 
-MIN_ERRORS = 3
 GATE_FEATURES = ("n_models", "log10_span", "acc_small", "acc_large", "acc_best_smaller",
                  "drop_large", "p_inverse", "trend_confidence", "trend_inverse_like")
-VIEW_MEASURES = ("agree_large", "agree_slope", "tempt_large", "tempt_slope", "fix_large",
-                 "fix_slope")
+VIEW_MEASURES = ("follow_large", "follow_slope", "tempt_large", "tempt_slope", "acc_large",
+                 "acc_slope")
 SHARED_FEATURES = ("commit_large", "commit_slope", "overwrite_large", "know_gap_large",
                    "know_gap_slope")
 
@@ -104,15 +106,14 @@ def unit_features(ev: FamilyEvidence, idx: np.ndarray | None = None, n_boot: int
         sel = idx[have]
         if len(sel) == 0:
             continue
-        agree, tempt, fix = [], [], []
+        follow, tempt, acc_v = [], [], []
         for m in ev.models:
             vc, ch = m.view_choice[v][sel], m.choice[sel]
-            wrong = ~m.correct[sel]
-            agree.append(_mean((ch == vc)[wrong]) if wrong.sum() >= MIN_ERRORS else float("nan"))
+            follow.append(_mean(ch == vc))
             t = m.tempting[sel]
             tempt.append(_mean((vc == t)[t >= 0]))
-            fix.append(_mean(vc == m.answer[sel]) - _mean(m.correct[sel]))
-        for name, vals in (("agree", agree), ("tempt", tempt), ("fix", fix)):
+            acc_v.append(_mean(vc == m.answer[sel]))
+        for name, vals in (("follow", follow), ("tempt", tempt), ("acc", acc_v)):
             vals = np.asarray(vals, dtype=float)
             f[f"{v}_{name}_large"] = vals[-1]
             f[f"{v}_{name}_slope"] = slope(x, vals)

@@ -49,15 +49,16 @@ def _ev(correct_small, correct_large, choice_large, view_choice_large):
 
 
 def test_features_by_hand():
-    # the large model is wrong on b, c, d (choices 1, 1, 1); under the prior view it
-    # answers 1, 1, 0, 1: tempting on 3 of 4, and 2 of its 3 errors agree with the view
+    # the large model answers 0, 1, 1, 1 (wrong on b, c, d); under the prior view it
+    # answers 1, 1, 0, 1: tempting on 3 of 4, right on 1, the same answer on 2 of 4
     ev = _ev([1, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 1], [1, 1, 0, 1])
     f, trend = unit_features(ev, n_boot=50)
     assert f["acc_small"] == 1.0 and f["acc_large"] == 0.25 and f["drop_large"] == 0.75
     assert f["prior_tempt_large"] == 0.75
     assert f["prior_tempt_slope"] == pytest.approx((0.75 - 0.25) / 2)   # per decade
-    assert f["prior_fix_large"] == pytest.approx(0.25 - 0.25)           # view right on 'c' only
-    assert f["prior_agree_large"] == pytest.approx(2 / 3)
+    assert f["prior_acc_large"] == 0.25                                  # view right on 'c' only
+    assert f["prior_follow_large"] == 0.5                                # same answer on b, d
+    assert f["prior_follow_slope"] == pytest.approx((0.5 - 0.75) / 2)
     assert np.isnan(f["easy_tempt_large"]) and np.isnan(f["commit_large"])
     # a subset is features of that subset only
     f2, _ = unit_features(ev, np.array([0, 1]), n_boot=50)
