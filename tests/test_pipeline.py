@@ -185,3 +185,28 @@ def test_suite_survives_a_failing_task_and_says_which(setup, tmp_path, capsys):
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("records/*/*.npz")}
     assert cli.main(argv) == 1
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())
+
+
+def test_the_verdict_reads_the_numbers_the_report_shows(setup):
+    """One capture per model feeds both: the classifier's features equal what the score
+    tables and probes.json (the report's plots) show."""
+    root, _, _ = setup
+    a = root / "a"
+    if not (a / "classification.json").is_file():
+        pytest.skip("needs the first test's run")
+    feats = json.loads((a / "classification.json").read_text())["features"]
+    score = json.loads((a / "score" / "summary.json").read_text())
+    probes = json.loads((a / "probes" / "probes.json").read_text())
+    largest = score["models"][-1]
+    assert feats["acc_large"] == pytest.approx(largest["accuracy"])
+    assert feats["acc_small"] == pytest.approx(score["models"][0]["accuracy"])
+    prior = json.loads((a / "score" / "views" / "prior" / "summary.json").read_text())
+    # the prior view carries its own answer here (the memorised ending)
+    assert feats["prior_acc_large"] == pytest.approx(1 - prior["models"][-1]["accuracy"])
+    big = probes["models"][-1]
+    assert big["id"] == largest["id"]
+    know_gap = max(v for v in big["probe_accuracy"] if v is not None) - big["output_accuracy"]
+    assert feats["know_gap_large"] == pytest.approx(know_gap)
+    timing = json.loads((a / "timing.json").read_text())
+    for rec in timing["models"].values():  # one pass: the capture runs the distinct inputs
+        assert 0 < rec["forward_tokens"] <= 1.25 * rec["distinct_tokens"]
