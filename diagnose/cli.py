@@ -276,7 +276,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     strategies = tuple(x for x in args.strategy.split(",") if x) if not args.no_mitigations else ()
     cfg = pipeline.RunConfig(probes=not args.no_probes, classify=not args.no_classify,
                              mitigations=strategies, seed=args.seed, device=args.device,
-                             dtype=args.dtype, classifier=args.classifier)
+                             dtype=args.dtype, classifier=args.classifier,
+                             mitigate_all=args.mitigate_all)
     family = _family(args)
     progress = not args.no_progress
     if args.suite:
@@ -445,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-probes", action="store_true")
     r.add_argument("--no-classify", action="store_true")
     r.add_argument("--no-mitigations", action="store_true")
+    r.add_argument("--mitigate-all", action="store_true",
+                   help="test mitigations on every task, not only where the trend is inverse-like")
     r.add_argument("--classifier", help="a saved classifier JSON (default: the organisms')")
     r.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     r.add_argument("--seed", type=int, default=0)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from diagnose import store
 from diagnose.families import Family
 from diagnose.tasks import Task
+from diagnose.trends import INVERSE_LIKE
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RunConfig:
     device: str | None = None
     dtype: str | None = None
     classifier: str | None = None
+    mitigate_all: bool = False   # else mitigations run only where the trend is inverse-like
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,14 +82,8 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
         if cfg.lens == "tuned":
             stages += [tuned_lens_stage(task, seed=cfg.seed, lens_dir=out / "probes" / "tuned_lens"),
                        readings_stage(cfg.seed, lens="tuned")]
-    mcfg = None
-    if cfg.mitigations:
-        from diagnose.mitigations.stage import MitigationConfig, mitigation_stage
-
-        mcfg = MitigationConfig(strategies=tuple(cfg.mitigations), seed=cfg.seed)
-        stages.append(mitigation_stage(task, mcfg))
-    res = run_models(stages, family, out, progress=progress,
-                     load=dict(device=cfg.device, dtype=cfg.dtype))
+    load = dict(device=cfg.device, dtype=cfg.dtype)
+    res = run_models(stages, family, out, progress=progress, load=load)
     t: dict[str, float] = {f"model:{k}": round(v, 3) for k, v in res.seconds.items()}
     caps = res["capture"]
 
@@ -120,13 +116,26 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
         t["classify"] = time.time() - t0
     elif cfg.classify:
         run["classification_note"] = "no verdict: a trend needs at least two models"
-    if mcfg is not None:
-        from diagnose.mitigations.stage import write_mitigations
+    trend = run["trend"].get("accuracy") or run["trend"].get("loss") or {}
+    if cfg.mitigations and (cfg.mitigate_all or len(caps) < 2
+                            or trend.get("label") in INVERSE_LIKE):
+        from diagnose.mitigations.stage import (MitigationConfig, mitigation_stage,
+                                                write_mitigations)
 
         t0 = time.time()
-        run["mitigation"] = write_mitigations(task, family.name, res["mitigation"],
+        mcfg = MitigationConfig(strategies=tuple(cfg.mitigations), seed=cfg.seed)
+        # a second walk over the models: the captures are cached, the models too
+        mres = run_models([capture_stage(task), mitigation_stage(task, mcfg)], family, out,
+                          progress=progress, load=load)
+        res.by_stage["mitigation"] = mres.by_stage["mitigation"]
+        t["model:mitigation"] = round(mres.seconds["mitigation"], 3)
+        run["mitigation"] = write_mitigations(task, family.name, mres["mitigation"],
                                               out / "mitigation", mcfg)
         t["mitigate"] = time.time() - t0
+    elif cfg.mitigations:
+        run["mitigation_note"] = (f"mitigations not run: the trend is '{trend.get('label')}', "
+                                  "there is no inverse scaling to mitigate (--mitigate-all runs "
+                                  "them anyway)")
     run["files"] = _files(out)
     store.write_json(out / "run.json", run)
     store.write_text(out / "report.html", render_task_report(run, out))

@@ -154,6 +154,8 @@ def render_task_report(run: dict[str, Any], out_dir: Path) -> str:
                 parts.append(f"<h3>{e(title)}</h3>")
                 parts += [_img(p, f"{title}: {p.stem}") for p in pngs]
     mit = run.get("mitigation")
+    if run.get("mitigation_note"):
+        parts.append(f"<h2>Mitigations</h2><p class='muted'>{e(run['mitigation_note'])}.</p>")
     if mit:
         parts.append("<h2>Mitigations</h2>")
         if (out / "mitigation" / "mitigation.png").is_file():

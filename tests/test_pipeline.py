@@ -42,7 +42,7 @@ def setup(tmp_path_factory, tiny_family_dirs):
     X, y, _ = training_rows(units, augment=2)
     CauseModel().fit(X, y).save(root / "clf.json")
     args = ["run", str(task), "--classifier", str(root / "clf.json"), "--strategy",
-            "pad,few-shot", "--no-progress"]
+            "pad,few-shot", "--mitigate-all", "--no-progress"]
     for d in tiny_family_dirs:
         args += ["--model", str(d)]
     return root, task, args
@@ -67,6 +67,13 @@ def test_run_writes_every_stage_and_is_deterministic(setup):
     assert html.index("Verdict") < html.index("Scaling curve") < html.index("Inside the models")
     assert "src=\"http" not in html and "<script" not in html  # self-contained, no scripts
     assert cli.main(args + ["--out", str(b)]) == 0
+    # without --mitigate-all a task that does not scale inversely has nothing to mitigate
+    c = root / "c"
+    assert cli.main([x for x in args if x != "--mitigate-all"] + ["--out", str(c)]) == 0
+    rc = json.loads((c / "run.json").read_text())
+    if rc["trend"]["accuracy"]["label"] not in ("inverse", "u_shaped", "inverted_u"):
+        assert "mitigation" not in rc and "no inverse scaling to mitigate" in rc["mitigation_note"]
+        assert not (c / "mitigation").exists()
     for rel in ("run.json", "trend.json", "classification.json", "score/summary.json",
                 "probes/probes.json", "mitigation/mitigation.json"):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel

@@ -122,7 +122,8 @@ def test_odd_classes_go_through_every_stage(tokenizers_and_models, tmp_path, kin
     task = load_task(_odd_task(tmp_path / "odd-classes.jsonl"))
     fam = tokenizers_and_models[kind]
     run = run_task(task, fam, tmp_path / "run", RunConfig(
-        classify=False, mitigations=("pad", "cad", "few-shot", "cot"), patch_limit=8),
+        classify=False, mitigations=("pad", "cad", "few-shot", "cot"), patch_limit=8,
+        mitigate_all=True),
         progress=False)
     skips = [m["n_unscorable"] for m in run["score"]["models"]]
     if kind == "word":  # " " and "  " encode to zero tokens under a whitespace split
