@@ -247,8 +247,7 @@ class CauseModel(ClassifierMixin, BaseEstimator):
                  for c, x in zip(CAUSES, row)} for row in r]
 
     def contributions(self, x: Mapping[str, float], cause: str) -> list[tuple[str, float]]:
-        """Per feature of the cause's best view test: coefficient x standardized value
-        (largest first)."""
+        """Per feature of the cause's best view test: coefficient x value (largest first)."""
         from diagnose.views import VIEWS
 
         vs = self.view_ratio([x])[0]
@@ -261,7 +260,7 @@ class CauseModel(ClassifierMixin, BaseEstimator):
         names = list(self.feature_names_in_)
         block = self.blocks_[view]
         row = as_matrix([x], names)[:, [names.index(n) for n in block]]
-        z = m[:-1].transform(row)[0]
+        z = m[:-1].transform(row)[0]  # the imputed values
         c = m[-1].coef_[0] * z
         return [(block[i], float(c[i])) for i in np.argsort(-c)]
 

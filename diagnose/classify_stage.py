@@ -104,8 +104,8 @@ def classify(model: CauseModel, ev: FamilyEvidence, views_report: dict | None = 
     if label in CAUSES:
         top = ", ".join(f"{n} ({c:+.2f})" for n, c in model.contributions(f, label)[:3])
         if top:
-            ev_sent.append(f"Features that pushed {label} most (coefficient x standardized "
-                           f"value): {top}.")
+            ev_sent.append(f"What weighed most in the {label} test (coefficient x value): "
+                           f"{top}.")
     notes = list(notes) + list(unreadable)
     because = _untested_because(views_report)
     return {
