@@ -32,6 +32,7 @@ class RunConfig:
     classify: bool = True
     mitigations: tuple[str, ...] = ("pad", "cad", "few-shot", "cot")
     lens: str = "logit"
+    patching: bool = True
     patch_limit: int = 32
     seed: int = 0
     device: str | None = None
@@ -78,7 +79,8 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
     if cfg.probes and classes:
         from diagnose.probe_stage import patching_stage, tuned_lens_stage
 
-        stages.append(patching_stage(task, None, limit=cfg.patch_limit))
+        if cfg.patching:
+            stages.append(patching_stage(task, None, limit=cfg.patch_limit))
         if cfg.lens == "tuned":
             stages += [tuned_lens_stage(task, seed=cfg.seed, lens_dir=out / "probes" / "tuned_lens"),
                        readings_stage(cfg.seed, lens="tuned")]
@@ -105,7 +107,8 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
         probes = write_probes(task, family.name, caps,
                               res["readings_tuned"] if tuned else res["readings"], out / "probes",
                               logit_readings=res["readings"] if tuned else None,
-                              patching=res["patching"], tuned=res["tuned_lens"] if tuned else None)
+                              patching=res["patching"] if cfg.patching else None,
+                              tuned=res["tuned_lens"] if tuned else None)
         run["probes"] = {"file": "probes/probes.json", "plots": probes.get("plots", [])}
         t["probes"] = time.time() - t0
     if cfg.classify and len(caps) >= 2:
