@@ -20,7 +20,6 @@ from pathlib import Path
 def axis_table(family_dir: str | None, tasks: list[str] | None, out: Path,
                progress: bool = False) -> list[dict]:
     from diagnose import store
-    from diagnose.builtin_tasks import resolve_task
     from diagnose.families import checkpoint_family, load_family_manifest, resolve_family
     from diagnose.pipeline import RunConfig, run_task
     from diagnose.registry import families
@@ -57,9 +56,9 @@ def format_rows(rows: list[dict]) -> str:
              f"{'commit (wrong, depth)':>22} {'margin sign@':>12}"]
     for r in rows:
         cw = r["commit_layer_wrong"]
+        commit = "-" if cw is None else "%.1f of %d" % (cw * r["n_layers"], r["n_layers"])
         lines.append(f"{r['task']:<24} {r['step']:>5} {r['accuracy']:>7.2f} [{r['ci'][0]:.2f},"
-                     f"{r['ci'][1]:.2f}] {r['tempting_share']:>9.2f} "
-                     f"{'-' if cw is None else f'{cw * r['n_layers']:.1f} of {r['n_layers']}':>22} "
+                     f"{r['ci'][1]:.2f}] {r['tempting_share']:>9.2f} {commit:>22} "
                      f"{str(r['margin_sign_change_layer']):>12}")
     return "\n".join(lines)
 
