@@ -26,7 +26,6 @@ from diagnose.mitigations.prompting import (
     given_cot_prompts,
     resolve_cot_source,
 )
-from diagnose.mitigations import stage
 from diagnose.mitigations.stage import (
     MitigationConfig,
     Selection,
