@@ -148,10 +148,13 @@ class Capture:
 
 def model_facts(model: LoadedModel) -> dict[str, Any]:
     cfg = model.bridge.cfg
-    return {"id": model.id, "n_params": int(model.n_params), "n_layers": int(cfg.n_layers),
-            "n_heads": int(cfg.n_heads), "d_model": int(cfg.d_model),
-            "source": model.spec.source, "dtype": str(model.dtype).replace("torch.", ""),
-            "device": model.device}
+    facts = {"id": model.id, "n_params": int(model.n_params), "n_layers": int(cfg.n_layers),
+             "n_heads": int(cfg.n_heads), "d_model": int(cfg.d_model),
+             "source": model.spec.source, "dtype": str(model.dtype).replace("torch.", ""),
+             "device": model.device}
+    if model.device_map:  # accelerate's placement of a dispatched model
+        facts["device_map"] = dict(model.device_map)
+    return facts
 
 
 @torch.no_grad()
