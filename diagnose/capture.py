@@ -65,6 +65,7 @@ class Capture:
     unembed: np.ndarray | None = None         # [U, d] their unembedding directions
     dla: dict[str, np.ndarray] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # what could not be measured, and why
 
     @property
     def scores(self) -> TaskScores:
@@ -114,7 +115,7 @@ class Capture:
                                "extra": list(s.extra)}
         meta = {"model": self.model, "task": self.task, "format": self.format,
                 "example_ids": self.example_ids, "sets": sets_meta, "tokens": self.tokens,
-                "dla": list(self.dla)}
+                "dla": list(self.dla), "notes": list(self.notes)}
         return {k: v for k, v in arrays.items() if v is not None}, meta
 
     @classmethod
@@ -142,18 +143,22 @@ class Capture:
                    sets=sets, class_first=arrays.get("class_first"), stack=arrays.get("stack"),
                    lens_log_probs=arrays.get("lens_log_probs"),
                    unembed_ids=arrays.get("unembed_ids"), unembed=arrays.get("unembed"),
-                   dla={k: arrays[f"dla__{k}"] for k in meta["dla"]}, tokens=meta["tokens"])
+                   dla={k: arrays[f"dla__{k}"] for k in meta["dla"]}, tokens=meta["tokens"],
+                   notes=list(meta.get("notes", [])))
 
 
 def model_facts(model: LoadedModel) -> dict[str, Any]:
     cfg = model.bridge.cfg
     step = model.spec.step
-    return {"id": model.id, "n_params": int(model.n_params), "step": step,
-            "size": int(model.n_params) if step is None else int(step),
-            "n_layers": int(cfg.n_layers),
-            "n_heads": int(cfg.n_heads), "d_model": int(cfg.d_model),
-            "source": model.spec.source, "dtype": str(model.dtype).replace("torch.", ""),
-            "device": model.device}
+    facts = {"id": model.id, "n_params": int(model.n_params), "step": step,
+             "size": int(model.n_params) if step is None else int(step),
+             "n_layers": int(cfg.n_layers),
+             "n_heads": int(cfg.n_heads), "d_model": int(cfg.d_model),
+             "source": model.spec.source, "dtype": str(model.dtype).replace("torch.", ""),
+             "device": model.device}
+    if model.device_map:  # accelerate's placement of a dispatched model
+        facts["device_map"] = dict(model.device_map)
+    return facts
 
 
 @torch.no_grad()
@@ -163,6 +168,7 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     """Run ``task`` and its views (built beforehand) through ``model`` once."""
     from probes.attribution import attribute, attribution_hooks
     from probes.capture import TokenCount, capture_at, resid_hooks
+    from probes.devices import materialized, unembed_columns
     from probes.logit_lens import read_classes
 
     names = [TASK] + view_order(task.view_names)
@@ -210,10 +216,12 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     # read out set by set, in the readout's own chunks, so that anything reading one
     # set's residuals again (contrastive decoding at a = 0) gets the same bits
     lp = np.zeros(len(plan.read_target))
-    for k in names:
-        sel = np.nonzero((plan.read_request >= offsets[k])
-                         & (plan.read_request < offsets[k] + len(parts[k][0])))[0]
-        lp[sel] = readout_log_probs(model, final[torch.from_numpy(sel)], plan.read_target[sel])
+    with materialized(model.bridge, model.bridge.unembed):  # an offloaded W_U: loaded once
+        for k in names:
+            sel = np.nonzero((plan.read_request >= offsets[k])
+                             & (plan.read_request < offsets[k] + len(parts[k][0])))[0]
+            lp[sel] = readout_log_probs(model, final[torch.from_numpy(sel)],
+                                        plan.read_target[sel])
     ll = np.bincount(plan.read_request, weights=lp, minlength=len(all_reqs))
     sets = {}
     for k in names:
@@ -255,7 +263,7 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     out.lens_log_probs = lens
     uniq = np.unique(class_first[class_first >= 0])
     out.unembed_ids = uniq
-    out.unembed = model.bridge.W_U.detach().float().cpu()[:, torch.from_numpy(uniq)].T.numpy()
+    out.unembed = unembed_columns(model.bridge, uniq).T.numpy()
     # attribution of correct minus tempting (the best wrong class at the output where the
     # task names no tempting class)
     rows = scored
@@ -269,7 +277,20 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     bad = class_first[rows, tm]
     at_acts = {h: acts[h] for h in subsets}
     at_acts[FINAL_RESID] = final[torch.from_numpy(answer_read[rows])]
-    at = attribute(model.bridge, at_acts, good, bad)
+    try:
+        at = attribute(model.bridge, at_acts, good, bad)
+    except (NotImplementedError, RuntimeError) as e:
+        # TransformerLens refuses to read an offloaded weight it cannot materialize (its
+        # require_readable_weight / compatibility-mode checks): on a dispatched model the
+        # rest of the capture stands and the attribution says why it is missing
+        if not model.device_map:
+            raise
+        out.dla = {"tempting": np.full(n, -1, dtype=np.int64)}
+        out.dla["tempting"][rows] = tm
+        out.notes.append("direct logit attribution skipped on this dispatched model "
+                         f"(accelerate device map: {_placement(model)}): "
+                         f"{str(e).splitlines()[0][:300]}")
+        return out
     L, H = model.n_layers, int(model.bridge.cfg.n_heads)
     dla = {"embed": np.full(n, np.nan), "attn": np.full((n, L), np.nan),
            "mlp": np.full((n, L), np.nan), "heads": np.full((n, L, H), np.nan),
@@ -280,6 +301,11 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     dla["tempting"][rows] = tm
     out.dla = dla
     return out
+
+
+def _placement(model: LoadedModel) -> str:
+    where = sorted({str(v) for v in (model.device_map or {}).values()})
+    return ", ".join(where) + (" (offloaded)" if model.offloaded else "")
 
 
 def unknown_share(tokenizer: Any, contexts: list[tuple[int, ...]]) -> float | None:

@@ -27,11 +27,13 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from diagnose.classifier import StaleClassifierError
+    from diagnose.dispatch import DispatchError
+    from diagnose.executors import ExecutorError
     from diagnose.families import FamilyError, ModelUnavailableError
     from diagnose.loaders import TaskFormatError
 
     return (UserError, TaskFormatError, FamilyError, ModelUnavailableError,
-            StaleClassifierError, FileNotFoundError)
+            StaleClassifierError, FileNotFoundError, DispatchError, ExecutorError)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +59,31 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="prepend the BOS token to every prompt (off, as lm-eval and the ISP)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a model directory's own Python code to run (off by default)")
+    d = p.add_argument_group("models larger than one device (accelerate dispatch through "
+                             "TransformerBridge.boot_transformers)")
+    d.add_argument("--device-map", default=None, metavar="MAP",
+                   help="auto, balanced, balanced_low_0, sequential, or a JSON object (or a "
+                   "file holding one) mapping module names to a GPU index, \"cpu\" or \"disk\"")
+    d.add_argument("--max-memory", default=None, metavar="JSON",
+                   help="budget per device, e.g. '{\"0\": \"70GiB\", \"cpu\": \"200GiB\"}' (what "
+                   "does not fit goes to the next device, then to disk); implies --device-map "
+                   "auto")
+    d.add_argument("--n-devices", type=int, default=None, metavar="N",
+                   help="split each model over N GPUs (a balanced map)")
+    d.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="where disk-offloaded weights go (a fresh subfolder per model, removed "
+                   "when it is freed; default: the system temp folder); implies --device-map "
+                   "auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _dispatch(args: argparse.Namespace):
+    """The ``--device-map``/``--max-memory``/``--n-devices``/``--offload-folder`` settings
+    (None: one device)."""
+    from diagnose.dispatch import dispatch_from_args
+
+    return dispatch_from_args(args.device_map, args.max_memory, args.n_devices,
+                              args.offload_folder, device=args.device)
 
 
 def _family(args: argparse.Namespace):
@@ -92,7 +118,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         task, family, args.out, device=args.device, dtype=args.dtype,
         prepend_bos=args.prepend_bos, batch_tokens=args.batch_tokens,
         trust_remote_code=args.trust_remote_code, progress=not args.no_progress,
-        seed=args.seed,
+        seed=args.seed, dispatch=_dispatch(args),
     )
     print(format_summary(summary))
     print(f"wrote {os.path.join(args.out, 'summary.json')} and {os.path.join(args.out, 'scaling.png')}")
@@ -169,7 +195,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _load_kwargs(args: argparse.Namespace) -> dict:
-    return dict(device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    return dict(device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                dispatch=_dispatch(args))
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
@@ -200,7 +227,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
         summary = run_mitigations(
             task, _family(args), args.out, cfg, device=args.device, dtype=args.dtype,
             batch_tokens=args.batch_tokens, trust_remote_code=args.trust_remote_code,
-            progress=not args.no_progress)
+            progress=not args.no_progress, dispatch=_dispatch(args))
     except MitigationError as e:
         raise UserError(str(e)) from None
     print(format_mitigation(summary))
@@ -277,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = pipeline.RunConfig(probes=not args.no_probes, classify=not args.no_classify,
                              mitigations=strategies, seed=args.seed, device=args.device,
                              dtype=args.dtype, classifier=args.classifier,
-                             mitigate_all=args.mitigate_all)
+                             mitigate_all=args.mitigate_all, dispatch=_dispatch(args))
     family = _family(args)
     progress = not args.no_progress
     if args.suite:
@@ -295,7 +322,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             tasks = [t if isinstance(t, pipeline.FailedTask) else
                      t.subset(range(min(args.limit, len(t)))) for t in tasks]
         out = args.out or f"results/suite-{kind}"
-        rows = pipeline.run_suite(kind, tasks, family, out, cfg, progress)
+        executor = _executor(args).start()
+        try:
+            rows = pipeline.run_suite(kind, tasks, family, out, cfg, progress, executor=executor)
+        finally:
+            executor.close()
         for r in rows:
             print(pipeline.format_row(r))
         print(f"index: {os.path.join(out, 'index.html')}")
@@ -305,6 +336,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{os.path.join(out, 'suite.json')})", file=sys.stderr)
             return 1
         return 0
+    if args.executor != "local" or args.ray_address:
+        raise UserError("--executor/--ray-address spread the units of a suite: use them with "
+                        "--suite")
     if not args.task:
         raise UserError("run needs TASK (a file or a built-in name) or --suite")
     task = resolve_task(args.task)
@@ -317,6 +351,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  - {s}")
     print(f"report: {os.path.join(out, 'report.html')}")
     return 0
+
+
+def _executor(args: argparse.Namespace):
+    from diagnose.executors import make_executor
+
+    kw = {}
+    if args.executor == "ray":
+        kw = dict(max_retries=args.unit_retries, unit_cpus=args.unit_cpus,
+                  gpu_memory=None if args.gpu_memory is None else args.gpu_memory * 2 ** 30)
+    return make_executor(args.executor, args.ray_address, **kw)
 
 
 def isp_suite(folder: str) -> list:
@@ -451,6 +495,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--classifier", help="a saved classifier JSON (default: the organisms')")
     r.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     r.add_argument("--seed", type=int, default=0)
+    ex = r.add_argument_group("a suite over a cluster (--suite only)")
+    ex.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: one unit after another here; ray: each (task, model) unit as a "
+                    "Ray task (needs the 'cluster' extra), then each task's family-level stages "
+                    "here")
+    ex.add_argument("--ray-address", default=None, metavar="ADDR",
+                    help="a running cluster (HOST:PORT, ray://HOST:PORT or auto; default: start "
+                    "Ray on this machine, on loopback); --out must be on a filesystem every "
+                    "node sees")
+    ex.add_argument("--unit-retries", type=int, default=1,
+                    help="Ray's further attempts of a unit that failed (default 1)")
+    ex.add_argument("--unit-cpus", type=float, default=1,
+                    help="CPUs each unit asks for on a cluster without GPUs (default 1)")
+    ex.add_argument("--gpu-memory", type=float, default=None, metavar="GIB",
+                    help="memory per GPU of the cluster's nodes, for each unit's num_gpus "
+                    "(default: this machine's first GPU, else 80)")
     _add_model_args(r)
     r.set_defaults(func=cmd_run)
 

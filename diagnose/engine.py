@@ -183,15 +183,13 @@ def readout_log_probs(model: LoadedModel, resid: torch.Tensor, targets: np.ndarr
                       chunk_size: int = 256) -> np.ndarray:
     """log p(target) from final-layer residuals, through the model's real final norm
     and unembedding (``transformer_lens.tools.analysis.logit_readout``)."""
-    from transformer_lens.tools.analysis import logit_readout
+    from probes.devices import readout
 
     if len(targets) == 0:
         return np.zeros(0)
-    w = model.bridge.W_U
-    vec = resid.to(device=w.device, dtype=w.dtype)
-    tgt = torch.as_tensor(targets, dtype=torch.long, device=w.device)
-    ro = logit_readout(model.bridge, vec, targets=tgt, return_type="log_probs",
-                       chunk_size=chunk_size)
+    tgt = torch.as_tensor(targets, dtype=torch.long)
+    ro = readout(model.bridge, resid, targets=tgt, return_type="log_probs",
+                 chunk_size=chunk_size)
     return ro.values[..., 0].float().cpu().numpy().astype(np.float64)
 
 
@@ -241,7 +239,7 @@ def iter_continuation_logits(
     so ``log_softmax`` of these logits gathered at the targets equals
     ``loglikelihoods``' log-probs bit for bit.
     """
-    from transformer_lens.tools.analysis import logit_readout
+    from probes.devices import readout
 
     plan = plan_reads(requests, share_prefix=can_share_prefix(model))
     if len(plan.read_target) == 0:
@@ -249,10 +247,9 @@ def iter_continuation_logits(
     acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
                       layouts=plan.layouts, batch_tokens=batch_tokens or default_batch_tokens(model),
                       progress=progress)
-    w = model.bridge.W_U
-    vec = acts[FINAL_RESID].to(device=w.device, dtype=w.dtype)
+    vec = acts[FINAL_RESID]
     for start in range(0, len(plan.read_target), chunk_size):
         stop = start + chunk_size
-        ro = logit_readout(model.bridge, vec[start:stop], return_type="logits",
-                           chunk_size=chunk_size)
+        ro = readout(model.bridge, vec[start:stop], return_type="logits",
+                     chunk_size=chunk_size)
         yield plan.read_request[start:stop], plan.read_target[start:stop], ro.values.float()

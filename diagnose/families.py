@@ -246,6 +246,15 @@ class LoadedModel:
     n_ctx: int
     device: str
     dtype: torch.dtype
+    # accelerate's realized placement when loaded with a device map (``diagnose.dispatch``)
+    device_map: dict[str, Any] | None = None
+    offload_dir: str | None = None   # our temporary folder for disk-offloaded weights
+
+    @property
+    def offloaded(self) -> bool:
+        """Some weights live on the CPU or on disk under a device map (TransformerLens
+        then refuses ``enable_compatibility_mode()``)."""
+        return any(str(v).lower() in ("cpu", "disk") for v in (self.device_map or {}).values())
 
     @property
     def id(self) -> str:
@@ -324,9 +333,14 @@ def load_model(
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    dispatch: Any = None,
 ) -> LoadedModel:
     """Load one model through ``TransformerBridge.boot_transformers`` (or hand back the
     cached one, see ``DIAGNOSE_MODEL_CACHE_MB``).
+
+    ``dispatch`` (a ``diagnose.dispatch.Dispatch``) spreads the model with accelerate
+    (``device_map``, ``max_memory``, ``n_devices``, ``offload_folder``) instead of putting
+    it on ``device``; a dispatched model is never kept in the model cache.
 
     ``trust_remote_code`` is off unless asked for: a model directory's own code never
     runs by default. Weights load through ``from_pretrained``, which prefers
@@ -334,6 +348,9 @@ def load_model(
     """
     if isinstance(spec, str):
         spec = ModelSpec(id=spec)
+    if dispatch is not None and dispatch.active:
+        return _load_model(spec, None, parse_dtype(dtype, "cuda" if torch.cuda.is_available()
+                                                   else "cpu"), trust_remote_code, dispatch)
     device = device or auto_device()
     torch_dtype = parse_dtype(dtype, device)
     key = (spec.source, spec.revision, _source_stamp(spec.source), str(device), str(torch_dtype),
@@ -356,8 +373,8 @@ def load_model(
     return model
 
 
-def _load_model(spec: ModelSpec, device: str, torch_dtype: torch.dtype,
-                trust_remote_code: bool) -> LoadedModel:
+def _load_model(spec: ModelSpec, device: str | None, torch_dtype: torch.dtype,
+                trust_remote_code: bool, dispatch: Any = None) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
     src = spec.source
@@ -366,13 +383,37 @@ def _load_model(spec: ModelSpec, device: str, torch_dtype: torch.dtype,
             f"model {spec.id!r}: directory {src} has no config.json; save the model there with "
             "`model.save_pretrained(dir)` and `tokenizer.save_pretrained(dir)`"
         )
+    place: dict[str, Any] = {"device": device}
+    offload_dir = None
+    if dispatch is not None:
+        # a folder of our own per load (inside --offload-folder when given), removed when
+        # the model is freed: two models, or two workers, never share offloaded files
+        import tempfile
+
+        from diagnose.store import slug
+
+        parent = dispatch.offload_folder
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        offload_dir = tempfile.mkdtemp(prefix=f"offload-{slug(spec.id)}-", dir=parent)
+        place = dispatch.boot_kwargs(offload_folder=offload_dir)
     try:
         with _quiet_loading():
             extra = {"revision": spec.revision} if spec.revision else {}
             bridge = TransformerBridge.boot_transformers(
-                src, device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                src, dtype=torch_dtype, trust_remote_code=trust_remote_code, **place,
                 **extra)
+    except ValueError as e:
+        _remove_dir(offload_dir)
+        if dispatch is None:
+            raise
+        from diagnose.dispatch import DispatchError
+
+        raise DispatchError(f"model {spec.id!r}: the dispatch settings "
+                            f"{json.dumps(dispatch.to_dict())} were refused: "
+                            f"{str(e).splitlines()[0]}") from e
     except (OSError, EnvironmentError) as e:
+        _remove_dir(offload_dir)
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         raise ModelUnavailableError(
             f"model {spec.id!r} cannot be loaded from {src!r}"
@@ -384,12 +425,28 @@ def _load_model(spec: ModelSpec, device: str, torch_dtype: torch.dtype,
     bridge.eval()
     tok = bridge.tokenizer
     if tok is None:
+        _remove_dir(offload_dir)
         raise ModelUnavailableError(f"model {spec.id!r} has no tokenizer at {src!r}")
     n_params = count_parameters(bridge)
+    dmap = None
+    if dispatch is not None:
+        from probes.devices import hf_device_map, input_device
+
+        dmap = {k: (v if isinstance(v, (int, str)) else str(v))
+                for k, v in (hf_device_map(bridge) or {}).items()}
+        device = str(input_device(bridge))
     return LoadedModel(
         spec=spec, bridge=bridge, tokenizer=tok, n_params=int(n_params),
         n_ctx=int(bridge.cfg.n_ctx), device=str(device), dtype=torch_dtype,
+        device_map=dmap, offload_dir=offload_dir,
     )
+
+
+def _remove_dir(path: str | None) -> None:
+    if path:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_model(model: LoadedModel) -> None:
@@ -400,6 +457,9 @@ def free_model(model: LoadedModel) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if model.offload_dir and not cached:
+        _remove_dir(model.offload_dir)
+        model.offload_dir = None
 
 
 def iter_models(family: Family, **load_kwargs: Any) -> Iterator[LoadedModel]:

@@ -70,7 +70,8 @@ def write_scores(task: Task, family_name: str, caps: Sequence[Capture], out_dir:
 def score_family(task: Task, family: Family, out_dir: str | Path, device: str | None = None,
                  dtype: str | None = None, prepend_bos: bool = False,
                  batch_tokens: int | None = None, trust_remote_code: bool = False,
-                 progress: bool = True, seed: int = 0, views: bool = True) -> dict[str, Any]:
+                 progress: bool = True, seed: int = 0, views: bool = True,
+                 dispatch: Any = None) -> dict[str, Any]:
     """``diagnose score``: build the task's views, capture every model once (records
     under ``out_dir/records``, reused on a rerun), write the tables."""
     from diagnose.capture import capture_stage
@@ -80,7 +81,8 @@ def score_family(task: Task, family: Family, out_dir: str | Path, device: str | 
     if views:
         task, _ = build_views(task, seed)
     res = run_models([capture_stage(task, prepend_bos, batch_tokens)], family, out_dir,
-                     load=dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+                     load=dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                               dispatch=dispatch),
                      progress=progress)
     return write_scores(task, family.name, res["capture"], out_dir, seed=seed, views=views)
 

@@ -40,6 +40,7 @@ class RunConfig:
     classifier: str | None = None
     mitigate_all: bool = False   # else mitigations run only where the trend is inverse-like
     extra: dict[str, Any] = field(default_factory=dict)
+    dispatch: Any = None   # diagnose.dispatch.Dispatch: accelerate's device map, or None
 
 
 # written last, after the listing; named explicitly so a rerun lists the same files
@@ -53,7 +54,9 @@ def _files(out: Path) -> list[str]:
 
 
 def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = RunConfig(),
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, per_model_only: bool = False) -> dict[str, Any]:
+    """Every stage of ``task`` on ``family``; ``per_model_only``: the per-model records
+    only (one unit of a distributed suite, ``diagnose.executors``), returning ``{}``."""
     from diagnose.builtin_tasks import paper_cause
     from diagnose.capture import capture_stage
     from diagnose.family_scores import write_scores
@@ -84,8 +87,17 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
         if cfg.lens == "tuned":
             stages += [tuned_lens_stage(task, seed=cfg.seed, lens_dir=out / "probes" / "tuned_lens"),
                        readings_stage(cfg.seed, lens="tuned")]
-    load = dict(device=cfg.device, dtype=cfg.dtype)
+    load = dict(device=cfg.device, dtype=cfg.dtype, dispatch=cfg.dispatch)
+    if per_model_only and cfg.mitigations:
+        # a unit cannot see the family's trend: it computes the mitigation records too, so
+        # the driver never loads a model; the report uses them where the trend is inverse
+        from diagnose.mitigations.stage import MitigationConfig, mitigation_stage
+
+        stages.append(mitigation_stage(task, MitigationConfig(
+            strategies=tuple(cfg.mitigations), seed=cfg.seed)))
     res = run_models(stages, family, out, progress=progress, load=load)
+    if per_model_only:
+        return {}
     t: dict[str, float] = {f"model:{k}": round(v, 3) for k, v in res.seconds.items()}
     caps = res["capture"]
 
@@ -256,17 +268,25 @@ class FailedTask:
 
 def run_suite(name: str, tasks: Sequence[Task | FailedTask], family: Family,
               out_dir: str | Path, cfg: RunConfig = RunConfig(),
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, executor: Any = None) -> list[dict[str, Any]]:
     """Every task; a task that fails is recorded (``error``) and the others go on. Each
-    task's records are cached, so a killed suite resumes."""
+    task's records are cached, so a killed suite resumes. ``executor``
+    (``diagnose.executors``; default local) computes the (task, model) units; each task's
+    family-level stages run here once its units are in."""
     from diagnose.report import render_index
 
     out = Path(out_dir)
+    if executor is None:
+        from diagnose.executors import LocalExecutor
+
+        executor = LocalExecutor()
+    executor.submit([t for t in tasks if not isinstance(t, FailedTask)], family, out, cfg)
     rows = []
     for task in tasks:
         try:
             if isinstance(task, FailedTask):
                 raise RuntimeError(task.error)
+            executor.wait(task.name)
             run = run_task(task, family, out / task.name, cfg, progress)
             rows.append(verdict_row(run))
         except KeyboardInterrupt:
@@ -278,6 +298,8 @@ def run_suite(name: str, tasks: Sequence[Task | FailedTask], family: Family,
                          or ("control" if task.metadata.get("control") else None),
                          "design": task.metadata.get("design"), "trend": None,
                          "trend_confidence": 0.0, "cause": "-", "cause_p": None})
+            if getattr(e, "failures", None):  # diagnose.executors.UnitFailed: which units
+                rows[-1]["failed_units"] = e.failures
         store.write_json(out / "suite.json", {"suite": name, "tasks": rows,
                                               "failed": [r["task"] for r in rows if r.get("error")]})
         store.write_text(out / "index.html", render_index(name, rows))

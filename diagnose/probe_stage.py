@@ -236,6 +236,7 @@ def model_summary(cap: Capture, rd: Readings, logit_rd: Readings | None = None,
                             "another class (lens margin 0 there)")
     if s.unscorable:
         rec["notes"].append(s.unscorable_note())
+    rec["notes"] += list(getattr(cap, "notes", []))
     m, lo, hi = _mean_ci(rd.margin[scored])
     rec["lens_margin"], rec["lens_margin_ci"] = m.tolist(), [lo.tolist(), hi.tolist()]
     base = logit_rd or rd
@@ -273,7 +274,7 @@ def model_summary(cap: Capture, rd: Readings, logit_rd: Readings | None = None,
         rec["notes"].append(patching["note"])
         rec["patching_note"] = patching["note"]
     d = cap.dla
-    if d:
+    if d and "total" in d:
         ok = np.isfinite(d["total"])
         rec["attribution"] = {"embed": float(np.mean(d["embed"][ok])),
                               "attn": d["attn"][ok].mean(0).tolist(),

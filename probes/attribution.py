@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from probes.capture import capture_at
+from probes.devices import (attn_W_O, input_device, norm_weights, readout, unembed_bias,
+                            unembed_columns)
 
 
 @dataclass
@@ -61,7 +63,7 @@ class AttributionResult:
 def _embed_hooks(bridge: Any) -> list[str]:
     """``hook_embed`` and, when the model has one that fires, ``hook_pos_embed``."""
     with torch.no_grad():
-        probe = torch.zeros((1, 1), dtype=torch.long, device=bridge.W_U.device)
+        probe = torch.zeros((1, 1), dtype=torch.long, device=input_device(bridge))
         _, cache = bridge.run_with_cache(probe, names_filter=["hook_embed", "hook_pos_embed"])
     return [h for h in ("hook_embed", "hook_pos_embed") if h in cache.keys()]
 
@@ -91,30 +93,29 @@ def _norm_affine(bridge: Any, normalized: torch.Tensor, out: torch.Tensor
                         torch.ones_like(xm))
         b = ym - w * xm
         return w.float(), b.float()
-    mod = getattr(bridge.ln_final, "original_component", bridge.ln_final)
-    w = getattr(mod, "weight", None)
-    b = getattr(mod, "bias", None)
+    w, b = norm_weights(bridge, bridge.ln_final)
     d = normalized.shape[-1]
-    return (torch.ones(d) if w is None else w.detach().float().cpu(),
-            torch.zeros(d) if b is None else b.detach().float().cpu())
+    return (torch.ones(d) if w is None else w, torch.zeros(d) if b is None else b)
 
 
 def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarray,
               tempting_ids: np.ndarray) -> AttributionResult:
     """Direct logit attribution from activations captured at the attributed positions
     (``acts[hook]`` is ``[N, ...]`` for every hook of ``attribution_hooks``)."""
-    from transformer_lens.tools.analysis import logit_readout
-
     L, H = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
     n = len(correct_ids)
     center = str(getattr(bridge.cfg, "normalization_type", "LN")).upper().startswith("LN")
     scale = acts["ln_final.hook_scale"].reshape(n, -1)[:, :1].double()
     w, b_norm = _norm_affine(bridge, acts["ln_final.hook_normalized"].reshape(n, -1),
                              acts["ln_final.hook_out"].reshape(n, -1))
-    W_U = bridge.W_U.detach().float().cpu()
-    good = torch.as_tensor(np.asarray(correct_ids, dtype=np.int64))
-    bad = torch.as_tensor(np.asarray(tempting_ids, dtype=np.int64))
-    u = (W_U[:, good] - W_U[:, bad]).T.double() * w.double()            # [N, d]
+    # only the columns of the classes read (the whole W_U may be offloaded or on a GPU)
+    vocab, inv = np.unique(np.concatenate([np.asarray(correct_ids, dtype=np.int64),
+                                           np.asarray(tempting_ids, dtype=np.int64)]),
+                           return_inverse=True)
+    cols = unembed_columns(bridge, vocab)                                # [d, U]
+    good = torch.as_tensor(inv[:n])
+    bad = torch.as_tensor(inv[n:])
+    u = (cols[:, good] - cols[:, bad]).T.double() * w.double()          # [N, d]
 
     def share(c: torch.Tensor) -> np.ndarray:
         c = c.reshape(n, -1).double()
@@ -125,21 +126,19 @@ def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarra
     embed = sum(share(acts[h]) for h in ("hook_embed", "hook_pos_embed") if h in acts)
     attn = np.stack([share(acts[f"blocks.{l}.hook_attn_out"]) for l in range(L)], 1)
     mlp = np.stack([share(acts[f"blocks.{l}.hook_mlp_out"]) for l in range(L)], 1)
-    W_O = bridge.W_O.detach().float().cpu()                               # [L, H, dh, d]
     heads = np.zeros((n, L, H))
     for l in range(L):
+        W_O = attn_W_O(bridge, l)                                        # [H, dh, d]
         z = acts[f"blocks.{l}.attn.hook_z"].reshape(n, H, -1)
         for h in range(H):
-            heads[:, l, h] = share(z[:, h] @ W_O[l, h])
-    b_U = getattr(bridge, "b_U", None)
-    db_u = (b_U.detach().float().cpu()[good] - b_U.detach().float().cpu()[bad]).double() \
-        if b_U is not None else torch.zeros(n, dtype=torch.float64)
-    bias = ((W_U[:, good] - W_U[:, bad]).T.double() * b_norm.double()).sum(-1) + db_u
-    final = acts["ln_final.hook_in"].reshape(n, -1).to(bridge.W_U.device)
-    vocab, inv = np.unique(np.concatenate([np.asarray(correct_ids), np.asarray(tempting_ids)]),
-                           return_inverse=True)
-    ro = logit_readout(bridge, final, vocab=torch.as_tensor(vocab),
-                       return_type="logits").values.float().cpu().numpy()
+            heads[:, l, h] = share(z[:, h] @ W_O[h])
+    b_U = unembed_bias(bridge, vocab)
+    db_u = (b_U[good] - b_U[bad]).double() if b_U is not None \
+        else torch.zeros(n, dtype=torch.float64)
+    bias = ((cols[:, good] - cols[:, bad]).T.double() * b_norm.double()).sum(-1) + db_u
+    final = acts["ln_final.hook_in"].reshape(n, -1)
+    ro = readout(bridge, final, vocab=torch.as_tensor(vocab),
+                 return_type="logits").values.float().cpu().numpy()
     rows = np.arange(n)
     total = ro[rows, inv[:n]] - ro[rows, inv[n:]]
     labels = (["embed"] + [f"{l}_{k}" for l in range(L) for k in ("attn_out", "mlp_out")]

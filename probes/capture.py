@@ -48,7 +48,10 @@ def _pad_id(bridge: Any) -> int:
 
 
 def _device(bridge: Any) -> torch.device:
-    return next(bridge.original_model.parameters()).device
+    """Where token ids go (the input embedding's device; see ``probes.devices``)."""
+    from probes.devices import input_device
+
+    return input_device(bridge)
 
 
 @torch.no_grad()
@@ -125,6 +128,8 @@ def capture_at(
         def make_hook(name: str) -> Callable:
             def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor:
                 rt, pt = sel_t.get(name, (row_t, pos_t))
+                if rt.device != x.device:  # a dispatched model: this block's device
+                    rt, pt = rt.to(x.device), pt.to(x.device)
                 v = x[rt, pt]
                 if transform is not None:
                     v = transform(name, v)

@@ -118,11 +118,13 @@ def cv_predictions(features: np.ndarray, labels: np.ndarray, n_splits: int = 5, 
 def class_directions(bridge, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each class's first-token unembedding direction ``[N, C, d]`` (zeros for padding,
     ``class_ids`` -1) and which entries are real classes ``[N, C]``."""
-    import torch
+    from probes.devices import unembed_columns
 
-    W_U = bridge.W_U.detach().float().cpu()                 # [d, V]
     valid = class_ids >= 0
-    dirs = W_U.T[torch.from_numpy(np.where(valid, class_ids, 0))].numpy()   # [N, C, d]
+    ids = np.where(valid, class_ids, 0)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    cols = unembed_columns(bridge, uniq).T.numpy()          # [U, d]
+    dirs = cols[inv.reshape(ids.shape)]                     # [N, C, d]
     dirs[~valid] = 0.0
     return dirs, valid
 

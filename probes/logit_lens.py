@@ -112,7 +112,7 @@ def read_classes(bridge: Any, stack: torch.Tensor, class_ids: np.ndarray, lens: 
                  return_type: str = "log_probs", chunk_size: int = 256) -> np.ndarray:
     """Read a residual stack ``[S, N, d]`` as each example's class first-token values:
     ``[N, S, C]`` (NaN where ``class_ids`` is -1)."""
-    from transformer_lens.tools.analysis import logit_readout
+    from probes.devices import materialized, readout, readout_device
 
     class_ids = np.asarray(class_ids, dtype=np.int64)
     vocab, inverse = np.unique(np.where(class_ids < 0, class_ids.max(), class_ids),
@@ -121,13 +121,15 @@ def read_classes(bridge: Any, stack: torch.Tensor, class_ids: np.ndarray, lens: 
     S, N = stack.shape[:2]
     out = np.full((N, S, class_ids.shape[1]), np.nan)
     rows = np.arange(N)[:, None]
-    for s in range(S):
-        h = stack[s]
-        if lens is not None:
-            h = lens(h.to(bridge.W_U.device), s)
-        v = logit_readout(bridge, h, vocab=torch.as_tensor(vocab), return_type=return_type,
-                          chunk_size=chunk_size).values.float().cpu().numpy()
-        out[:, s, :] = v[rows, inverse]
+    dev = readout_device(bridge) if lens is not None else None
+    with materialized(bridge, bridge.unembed):  # one load of an offloaded W_U for all layers
+        for s in range(S):
+            h = stack[s]
+            if lens is not None:
+                h = lens(h.to(dev), s)
+            v = readout(bridge, h, vocab=torch.as_tensor(vocab), return_type=return_type,
+                        chunk_size=chunk_size).values.float().cpu().numpy()
+            out[:, s, :] = v[rows, inverse]
     out[np.broadcast_to((class_ids < 0)[:, None, :], out.shape)] = np.nan
     return out
 

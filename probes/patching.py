@@ -94,7 +94,7 @@ def run_patched(bridge: Any, inputs: Sequence[Sequence[int]], read_pos: np.ndarr
         got: dict[str, torch.Tensor] = {}
 
         def read(x: torch.Tensor, hook: Any = None) -> torch.Tensor:
-            got["x"] = x[rows_t, pos_t].float().cpu()
+            got["x"] = x[rows_t.to(x.device), pos_t.to(x.device)].float().cpu()
             return x
         hooks.append((FINAL_RESID, read))
         run_hooked(bridge, ids.to(device), mask.to(device), hooks)
@@ -106,13 +106,13 @@ def run_patched(bridge: Any, inputs: Sequence[Sequence[int]], read_pos: np.ndarr
 def logit_diff(bridge: Any, resid: torch.Tensor, correct_ids: np.ndarray,
                tempting_ids: np.ndarray) -> np.ndarray:
     """logit[correct] - logit[tempting] read from final residuals ``[N, d]``."""
-    from transformer_lens.tools.analysis import logit_readout
+    from probes.devices import readout
 
     good = np.asarray(correct_ids, dtype=np.int64)
     bad = np.asarray(tempting_ids, dtype=np.int64)
     vocab, inv = np.unique(np.concatenate([good, bad]), return_inverse=True)
-    v = logit_readout(bridge, resid.to(bridge.W_U.device), vocab=torch.as_tensor(vocab),
-                      return_type="logits").values.float().cpu().numpy()
+    v = readout(bridge, resid, vocab=torch.as_tensor(vocab),
+                return_type="logits").values.float().cpu().numpy()
     n = len(good)
     rows = np.arange(n)
     return v[rows, inv[:n]] - v[rows, inv[n:]]

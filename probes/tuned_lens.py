@@ -160,10 +160,10 @@ def _frozen(module: nn.Module) -> Iterator[None]:
 def readout_log_probs(bridge: Any, h: torch.Tensor, enable_grad: bool = False,
                       chunk_size: int = 256) -> torch.Tensor:
     """Full-vocabulary log-probs of residual states ``[n, d]`` (fp32)."""
-    from transformer_lens.tools.analysis import logit_readout
+    from probes.devices import readout
 
-    return logit_readout(bridge, h, return_type="log_probs", chunk_size=chunk_size,
-                         enable_grad=enable_grad).values.float()
+    return readout(bridge, h, return_type="log_probs", chunk_size=chunk_size,
+                   enable_grad=enable_grad).values.float()
 
 
 def _kl(final_lp: torch.Tensor, lens_lp: torch.Tensor) -> torch.Tensor:
@@ -198,14 +198,17 @@ def residual_sample(bridge: Any, texts: Sequence[Sequence[int]], per_seq: int = 
 @torch.no_grad()
 def lens_kl(bridge: Any, lens: Lens, stack: torch.Tensor, batch: int = 256) -> np.ndarray:
     """Mean KL(final layer || lens at layer s) for every stack entry: ``[S]`` (nats)."""
+    from probes.devices import materialized, readout_device
+
     S, M, _ = stack.shape
-    lens = lens.to(bridge.W_U.device)
+    lens = lens.to(readout_device(bridge))
     total = np.zeros(S)
-    for a in range(0, M, batch):
-        final_lp = readout_log_probs(bridge, stack[-1, a:a + batch])
-        for s in range(S):
-            lp = readout_log_probs(bridge, lens(stack[s, a:a + batch], s))
-            total[s] += _kl(final_lp, lp).sum().item()
+    with materialized(bridge, bridge.unembed):  # one load of an offloaded W_U
+        for a in range(0, M, batch):
+            final_lp = readout_log_probs(bridge, stack[-1, a:a + batch])
+            for s in range(S):
+                lp = readout_log_probs(bridge, lens(stack[s, a:a + batch], s))
+                total[s] += _kl(final_lp, lp).sum().item()
     return total / max(M, 1)
 
 
@@ -220,11 +223,14 @@ def train_tuned_lens(bridge: Any, stack: torch.Tensor, model_id: str, steps: int
     """
     S, M, _ = stack.shape
     lens = lens or TunedLens.for_model(bridge, model_id)
-    device = bridge.W_U.device
+    from probes.devices import materialized, readout_device
+
+    device = readout_device(bridge)
     lens = lens.to(device)
     opt = torch.optim.Adam(lens.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
-    with _frozen(bridge):
+    # an offloaded unembedding is loaded once for the whole training, not once per read
+    with _frozen(bridge), materialized(bridge, bridge.unembed):
         for _ in range(steps):
             idx = torch.randint(0, M, (min(batch, M),), generator=g)
             with torch.no_grad():

@@ -162,7 +162,7 @@ def scores_from_capture(model: LoadedModel, task: Task, cap: Any, view: str,
     no forward pass. None when the view does not cover every scored example with the same
     class tokens (the caller then runs ``score_contrastive``). ``a = 0`` equals the
     capture's own scores bit for bit (same residuals, same readout chunks)."""
-    from transformer_lens.tools.analysis import logit_readout
+    from probes.devices import readout
 
     strong, weak = cap.sets["task"], cap.sets.get(view)
     if weak is None:
@@ -183,17 +183,16 @@ def scores_from_capture(model: LoadedModel, task: Task, cap: Any, view: str,
         if w is None or w[1] != int(t):
             return None
         match[r] = w[0]
-    dev = model.bridge.W_U.device
     s_res = torch.from_numpy(strong.resid)
     w_res = torch.from_numpy(weak.resid)
     tgt_all = torch.as_tensor(strong.read_target, dtype=torch.long)
     lp = np.zeros((len(alphas), len(tgt_all)))
     for a0 in range(0, len(tgt_all), chunk_size):
         sl = slice(a0, a0 + chunk_size)
-        ls = logit_readout(model.bridge, s_res[sl].to(dev), return_type="logits",
-                           chunk_size=chunk_size).values.float()
-        lw = logit_readout(model.bridge, w_res[torch.from_numpy(match[sl])].to(dev),
-                           return_type="logits", chunk_size=chunk_size).values.float()
+        ls = readout(model.bridge, s_res[sl], return_type="logits",
+                     chunk_size=chunk_size).values.float()
+        lw = readout(model.bridge, w_res[torch.from_numpy(match[sl])],
+                     return_type="logits", chunk_size=chunk_size).values.float()
         tgt = tgt_all[sl].to(ls.device).unsqueeze(-1)
         for j, a in enumerate(alphas):
             comb = torch.log_softmax(contrastive_logits(ls, lw, float(a)), dim=-1)

@@ -329,6 +329,7 @@ def run_mitigations(
     trust_remote_code: bool = False,
     progress: bool = True,
     records_root: str | Path | None = None,
+    dispatch: Any = None,
 ) -> dict[str, Any]:
     """``diagnose mitigate``: build the task's views, capture each model once and run
     ``cfg.strategies``; write and return ``DIR/mitigation.json`` (and the plot)."""
@@ -340,7 +341,8 @@ def run_mitigations(
     res = run_models([capture_stage(task, cfg.prepend_bos, batch_tokens),
                       mitigation_stage(task, cfg, batch_tokens)], family,
                      records_root or out_dir,
-                     load=dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+                     load=dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                               dispatch=dispatch),
                      progress=progress)
     return write_mitigations(task, family.name, res["mitigation"], out_dir, cfg)
 

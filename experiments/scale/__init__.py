@@ -1,0 +1,1 @@
+"""Checks of the toolkit on models larger than one device and on a Ray cluster."""
