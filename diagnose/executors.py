@@ -42,14 +42,16 @@ class UnitFailed(RuntimeError):
         super().__init__("; ".join(parts))
 
 
-def run_unit(task: Any, family_name: str, spec: Any, out_dir: str, cfg: Any) -> dict[str, Any]:
+def run_unit(task: Any, family_name: str, spec: Any, out_dir: str, cfg: Any,
+             what: bool | str = True) -> dict[str, Any]:
     """One unit: every per-model record of model ``spec`` for ``task`` under ``out_dir``
-    (the task's output directory), exactly the records ``run_task`` computes for it."""
+    (the task's output directory), exactly the records ``run_task`` computes for it;
+    ``what="mitigation"``: the mitigation records (once the family's trend asks for them)."""
     from diagnose.families import Family
     from diagnose.pipeline import run_task
 
     run_task(task, Family(family_name, (spec,)), out_dir, cfg, progress=False,
-             per_model_only=True)
+             per_model_only=what)
     return {"task": task.name, "model": spec.id}
 
 
@@ -66,6 +68,9 @@ class LocalExecutor:
 
     def wait(self, task_name: str) -> None:
         pass
+
+    def mitigate(self, task: Any, family: Any, out: Path, cfg: Any) -> None:
+        pass  # run_task computes them here
 
     def close(self) -> None:
         pass
@@ -197,7 +202,8 @@ class RayExecutor:
             pass
         return 80.0 * 2 ** 30
 
-    def submit(self, tasks: Sequence[Any], family: Any, out: Path, cfg: Any) -> None:
+    def submit(self, tasks: Sequence[Any], family: Any, out: Path, cfg: Any,
+               what: bool | str = True) -> None:
         ray = self._ray
         gpus = float(ray.cluster_resources().get("GPU", 0))
         remote = ray.remote(self.unit)
@@ -215,7 +221,7 @@ class RayExecutor:
                 self.requests[(task.name, spec.id)] = req
                 ref = remote.options(**req, max_retries=self.max_retries, retry_exceptions=True,
                                      name=f"diagnose:{task.name}:{spec.id}"[-120:]).remote(
-                    task, family.name, spec, str(out / task.name), ucfg)
+                    task, family.name, spec, str(out / task.name), ucfg, what)
                 refs.append((spec.id, ref))
             self._refs[task.name] = refs
 
@@ -238,6 +244,12 @@ class RayExecutor:
                                  "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
         if failures:
             raise UnitFailed(task_name, failures)
+
+    def mitigate(self, task: Any, family: Any, out: Path, cfg: Any) -> None:
+        """A second wave for a task whose trend asks for mitigations: its mitigation
+        records are computed by units too, so the driver still loads no model."""
+        self.submit([task], family, Path(out).parent, cfg, what="mitigation")
+        self.wait(task.name)
 
     def close(self) -> None:
         if self._started and self._ray is not None:

@@ -54,9 +54,12 @@ def _files(out: Path) -> list[str]:
 
 
 def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = RunConfig(),
-             progress: bool = True, per_model_only: bool = False) -> dict[str, Any]:
-    """Every stage of ``task`` on ``family``; ``per_model_only``: the per-model records
-    only (one unit of a distributed suite, ``diagnose.executors``), returning ``{}``."""
+             progress: bool = True, per_model_only: bool | str = False,
+             executor: Any = None) -> dict[str, Any]:
+    """Every stage of ``task`` on ``family``. ``per_model_only``: the per-model records
+    only (one unit of a distributed suite, ``diagnose.executors``), returning ``{}``;
+    ``"mitigation"``: the mitigation records only. ``executor``: where units run when the
+    family's trend asks for mitigations (default: here)."""
     from diagnose.builtin_tasks import paper_cause
     from diagnose.capture import capture_stage
     from diagnose.family_scores import write_scores
@@ -88,13 +91,13 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
             stages += [tuned_lens_stage(task, seed=cfg.seed, lens_dir=out / "probes" / "tuned_lens"),
                        readings_stage(cfg.seed, lens="tuned")]
     load = dict(device=cfg.device, dtype=cfg.dtype, dispatch=cfg.dispatch)
-    if per_model_only and cfg.mitigations:
-        # a unit cannot see the family's trend: it computes the mitigation records too, so
-        # the driver never loads a model; the report uses them where the trend is inverse
+    if per_model_only == "mitigation" or (per_model_only and cfg.mitigate_all):
         from diagnose.mitigations.stage import MitigationConfig, mitigation_stage
 
-        stages.append(mitigation_stage(task, MitigationConfig(
-            strategies=tuple(cfg.mitigations), seed=cfg.seed)))
+        mstage = mitigation_stage(task, MitigationConfig(strategies=tuple(cfg.mitigations),
+                                                         seed=cfg.seed))
+        stages = ([capture_stage(task), mstage] if per_model_only == "mitigation"
+                  else stages + [mstage])
     res = run_models(stages, family, out, progress=progress, load=load)
     if per_model_only:
         return {}
@@ -139,6 +142,8 @@ def run_task(task: Task, family: Family, out_dir: str | Path, cfg: RunConfig = R
 
         t0 = time.time()
         mcfg = MitigationConfig(strategies=tuple(cfg.mitigations), seed=cfg.seed)
+        if executor is not None:  # the units compute the records (a cluster's workers)
+            executor.mitigate(task, family, out, cfg)
         # a second walk over the models: the captures are cached, the models too
         mres = run_models([capture_stage(task), mitigation_stage(task, mcfg)], family, out,
                           progress=progress, load=load)
@@ -287,7 +292,7 @@ def run_suite(name: str, tasks: Sequence[Task | FailedTask], family: Family,
             if isinstance(task, FailedTask):
                 raise RuntimeError(task.error)
             executor.wait(task.name)
-            run = run_task(task, family, out / task.name, cfg, progress)
+            run = run_task(task, family, out / task.name, cfg, progress, executor=executor)
             rows.append(verdict_row(run))
         except KeyboardInterrupt:
             raise

@@ -231,8 +231,10 @@ class _CachedDecoder:
     Hugging Face model under the bridge (generation needs no hooks)."""
 
     def __init__(self, model: LoadedModel, seqs: Sequence[Sequence[int]]):
+        from probes.devices import input_device
+
         hf = model.bridge.original_model
-        device = next(hf.parameters()).device
+        device = input_device(model.bridge)
         pad = model.tokenizer.pad_token_id
         pad = model.tokenizer.eos_token_id if pad is None else pad
         width = max(len(x) for x in seqs)
@@ -283,17 +285,14 @@ def kv_cache_ok(model: LoadedModel) -> bool:
 def last_logits(model: LoadedModel, seqs: Sequence[Sequence[int]], batch_tokens: int | None = None
                 ) -> torch.Tensor:
     """Next-token logits after each whole sequence (the engine's capture and readout)."""
-    from transformer_lens.tools.analysis import logit_readout
-
     from diagnose.engine import FINAL_RESID, default_batch_tokens
     from probes.capture import capture_at
+    from probes.devices import readout
 
     acts = capture_at(model.bridge, [list(s) for s in seqs], np.arange(len(seqs)),
                       np.asarray([len(s) - 1 for s in seqs]), hooks=(FINAL_RESID,),
                       batch_tokens=batch_tokens or default_batch_tokens(model))
-    w = model.bridge.W_U
-    return logit_readout(model.bridge, acts[FINAL_RESID].to(device=w.device, dtype=w.dtype),
-                         return_type="logits").values.float().cpu()
+    return readout(model.bridge, acts[FINAL_RESID], return_type="logits").values.float().cpu()
 
 
 @torch.no_grad()

@@ -129,7 +129,8 @@ def offload_parity(family_dir: str | Path, out: str | Path, task_name: str = "me
     runs = {}
     for name, d in (("one_device", None), ("offloaded", disp)):
         cfg = pipeline.RunConfig(classify=False, lens=lens, dispatch=d,
-                                 mitigations=("pad", "cad", "few-shot", "cot"))
+                                 mitigations=("pad", "cad", "few-shot", "cot"),
+                                 mitigate_all=True)  # parity of every stage
         runs[name] = pipeline.run_task(task, one, out / name, cfg, progress=False,
                                        per_model_only=records_only)
     cmp = compare_records(out / "one_device", out / "offloaded")
