@@ -61,3 +61,24 @@ def test_run_over_checkpoints_reads_the_axis_as_training_steps(ckpt_model, tmp_p
     assert json.loads((out / "trend.json").read_text())["accuracy"]["n_params"] == [10, 20, 30]
     p = json.loads((out / "probes" / "probes.json").read_text())
     assert p["axis"] == "steps" and [m["step"] for m in p["models"]] == [10, 20, 30]
+
+
+def test_the_organisms_trainer_saves_its_checkpoints(tiny_organisms):
+    """Every trained organism lists checkpoints at 25/50/75 % of its steps, each a loadable
+    model whose scores differ from the final model's (the weights moved in between)."""
+    import torch
+
+    from diagnose.families import load_model
+
+    from pathlib import Path
+
+    fam = load_family_manifest(tiny_organisms[1])
+    for spec in fam.models:
+        rec = json.loads((Path(spec.source) / "organism.json").read_text())
+        steps = [c["step"] for c in rec["checkpoints"]]
+        assert steps == sorted({round(f * rec["steps"]) for f in (0.25, 0.5, 0.75)}), steps
+    ck = checkpoint_family(fam)
+    assert [m.step for m in ck.models] == steps + [rec["steps"]]
+    first, last = load_model(ck.models[0], device="cpu"), load_model(ck.models[-1], device="cpu")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert not torch.allclose(first.bridge(ids), last.bridge(ids))

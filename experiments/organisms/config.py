@@ -91,6 +91,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     threads: int = 2
     rotary_pct: float = 1.0
+    # training checkpoints saved per size (fractions of its steps): the training-time axis
+    checkpoints: tuple[float, ...] = (0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 13
+    version: int = 14
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------

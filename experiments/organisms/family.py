@@ -98,10 +98,19 @@ def build_family(
             f"vocab {len(vocab)}; family dir {fdir}")
     for size in todo:
         final = fdir / size.name
-        res = train_model(size, windows, len(vocab), cfg.train, cfg.seed, log=log)
         tmp = fdir / f".tmp-{size.name}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
+        ckpts: list[dict] = []
+
+        def save_checkpoint(step: int, model, tmp=tmp, ckpts=ckpts) -> None:
+            rel = f"checkpoints/step{step}"
+            model.save_pretrained(str(tmp / rel), safe_serialization=True)
+            tok.save_pretrained(str(tmp / rel))
+            ckpts.append({"step": step, "path": rel})
+
+        res = train_model(size, windows, len(vocab), cfg.train, cfg.seed, log=log,
+                          on_checkpoint=save_checkpoint)
         res.model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         n_params = sum(p.numel() for p in res.model.parameters())
@@ -118,6 +127,7 @@ def build_family(
             "seed": cfg.seed,
             "lr": size.lr,
             "steps": size.steps,
+            "checkpoints": ckpts,
         }
         write_json(tmp / MODEL_RECORD, record)
         if final.exists():

@@ -101,7 +101,10 @@ def train_model(
     train: TrainConfig,
     seed: int,
     log=None,
+    on_checkpoint=None,
 ) -> TrainResult:
+    """Train one size; ``on_checkpoint(step, model)`` is called after ``step`` optimizer
+    steps for every fraction in ``train.checkpoints`` (the training-time axis)."""
     # ORGANISMS_THREADS overrides the thread count without changing the config hash:
     # on a shared 2-core machine, 2 threads next to another busy process spin-wait and
     # run up to ~10x slower than 1 thread (measured, RESEARCH.md).
@@ -122,6 +125,7 @@ def train_model(
         return size.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     batches = batch_order(len(windows), size.steps, train.batch_size, seed)
+    ckpt_steps = sorted({round(f * size.steps) for f in train.checkpoints} - {0, size.steps})
     losses, n_tokens = [], 0
     model.train()
     t0 = time.time()
@@ -139,6 +143,10 @@ def train_model(
         opt.step()
         losses.append(out.loss.item())
         n_tokens += int((labels != -100).sum())
+        if on_checkpoint is not None and step + 1 in ckpt_steps:
+            model.eval()
+            on_checkpoint(step + 1, model)
+            model.train()
         if log and (step % 100 == 0 or step == size.steps - 1):
             log(f"{size.name} step {step}/{size.steps} loss {losses[-1]:.3f} ({time.time() - t0:.0f}s)")
     model.eval()
