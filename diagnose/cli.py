@@ -139,6 +139,31 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_views(args: argparse.Namespace) -> int:
+    """The views the registry builds for each task, and why the others do not apply (no
+    model is loaded); ``--json FILE`` writes them as ``{task: ViewReport}``."""
+    from diagnose import store
+    from diagnose.builtin_tasks import resolve_task
+    from diagnose.views import VIEWS, build_views
+
+    reports = {}
+    for name in args.tasks:
+        task = resolve_task(name)
+        _, rep = build_views(task, args.seed)
+        reports[task.name] = rep.to_dict()
+        print(f"{task.name} ({task.format}, {len(task)} examples)")
+        for v in VIEWS:
+            if v in rep.built:
+                how = "supplied by the task" if v in rep.supplied else "built"
+                print(f"  {v:<16} {how} on {rep.built[v]}/{len(task)}")
+            else:
+                print(f"  {v:<16} not applicable: {rep.not_applicable.get(v, '-')}")
+    if args.json:
+        store.write_json(args.json, reports)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from diagnose.capture import capture_stage
     from diagnose.probe_stage import ProbeError, patching_stage, tuned_lens_stage, write_probes
@@ -396,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed for bootstrap intervals")
     _add_model_args(s)
     s.set_defaults(func=cmd_score)
+
+    v = sub.add_parser("views", help="the counterfactual views each task's structure permits "
+                       "(built, or not applicable and why); loads no model")
+    v.add_argument("tasks", nargs="+", metavar="TASK", help=TASK_HELP)
+    v.add_argument("--json", default=None, help="also write the reports to this JSON file")
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(func=cmd_views)
 
     pr = sub.add_parser("probe", help="look inside every model of a family: logit/tuned lens, "
                         "commitment layer, linear probes, attribution, patching")

@@ -106,24 +106,26 @@ def lm_eval(model_dir: str, task_file: str, batch_size: int = 32) -> dict:
 
 
 def engine(model_dir: str, task_file: str, full: bool = False) -> dict:
+    """``engine``: scores only. ``engine_full``: the one capture pass a ``diagnose run``
+    does per model: the task and every view the registry builds, the residual stack at
+    the answer positions, the lens readout of every class and the attribution."""
+    from diagnose.capture import capture
     from diagnose.families import load_model
-    from diagnose.scoring import score_task, score_with_views
-    from experiments.isp_adapters import adapt
+    from diagnose.scoring import score_task
+    from diagnose.views import build_views
 
-    task = adapt(_task(task_file)).task
+    task, report = build_views(_task(task_file))
     model = load_model(model_dir, device="cpu", dtype="float32")
     t0 = time.perf_counter()
     extra = {}
     if full:
-        from probes.logit_lens import class_logit_lens
-
-        fused = score_with_views(model, task, lens=True)
-        lens = class_logit_lens(model.bridge, fused.contexts, fused.class_first_tokens,
-                                fused.task.answer_index, stack=fused.stack)
-        s = fused.task
-        extra = {"views": list(fused.views), "lens_entries": int(lens.n_entries)}
+        cap = capture(model, task)
+        s = cap.scores
+        lens = cap.lens_log_probs
+        extra = {"views": cap.views, "view_report": report.to_dict(),
+                 "lens_entries": 0 if lens is None else int(lens.size)}
     else:
-        s = score_task(model, task)
+        s = score_task(model, task)   # the task's prompts only (views are not scored)
     seconds = time.perf_counter() - t0
     scores = [[float(v) for v in row[: len(e.classes)]]
               for row, e in zip(s.class_scores, task.examples)]
@@ -139,9 +141,8 @@ def profile(model_dir: str, task_file: str, top: int = 12) -> dict:
 
     from diagnose.families import load_model
     from diagnose.scoring import score_task
-    from experiments.isp_adapters import adapt
 
-    task = adapt(_task(task_file)).task
+    task = _task(task_file)
     model = load_model(model_dir, device="cpu", dtype="float32")
     score_task(model, task)  # warm-up: first-call allocations, the shared-prefix probe
     t0 = time.perf_counter()
