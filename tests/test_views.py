@@ -125,3 +125,20 @@ def test_released_files_get_the_views_their_text_permits(name, built, tmp_path):
         assert e.views["zero_shot"].prompt == e.prompt[e.prompt.rindex("Question:"):]
         bal = e.views["balanced"].prompt
         assert bal.count("Question:") == e.prompt.count("Question:") and bal != e.prompt
+
+
+def test_views_command_prints_and_writes_the_table(tmp_path, capsys):
+    import json
+
+    from diagnose import cli
+
+    f = tmp_path / "neg.jsonl"
+    f.write_text("\n".join(json.dumps({"prompt": f"Q{i}: the cat is not a dog. Answer:",
+                                       "classes": [" yes", " no"], "answer_index": 1})
+                           for i in range(4)) + "\n")
+    assert cli.main(["views", str(f), "--json", str(tmp_path / "v.json")]) == 0
+    out = capsys.readouterr().out
+    assert "easy             built on 4/4" in out
+    assert "zero_shot        not applicable: no answered demonstrations" in out
+    rep = json.loads((tmp_path / "v.json").read_text())["neg"]
+    assert rep["built"] == ["easy", "no_context"] and "human" in rep["not_applicable"]
