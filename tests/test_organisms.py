@@ -324,3 +324,20 @@ def test_shipped_family_is_installed_only_when_its_hashes_match(tiny, family, tm
     (dest / SHIP_MANIFEST).write_text(json.dumps(man))
     with pytest.raises(AssertionError, match="trained although"):
         build_family(tiny, cache_dir=tmp_path / "cache3", progress=False)
+
+
+def test_a_family_shipped_without_checkpoints_says_how_to_get_them(family, tmp_path):
+    from diagnose.families import FamilyError, checkpoint_family, load_family_manifest
+    from experiments.organisms.shipped import SHIP_MANIFEST, ship
+
+    fdir, _ = family
+    full = ship(fdir, tmp_path / "a")
+    bare = ship(fdir, tmp_path / "b", checkpoints_of="none")
+    assert any("checkpoints" in k for k in json.loads((full / SHIP_MANIFEST).read_text())["files"])
+    files = json.loads((bare / SHIP_MANIFEST).read_text())["files"]
+    assert files and not any("checkpoints" in k for k in files)
+    assert len(checkpoint_family(load_family_manifest(full)).models) == 4
+    with pytest.raises(FamilyError, match="lists no training checkpoints"):
+        checkpoint_family(load_family_manifest(bare))
+    with pytest.raises(ValueError, match="largest, all or none"):
+        ship(fdir, tmp_path / "c", checkpoints_of="some")

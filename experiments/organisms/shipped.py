@@ -84,8 +84,12 @@ def install(config_hash: str, corpus_hash: str, dest: Path, root: Path | None = 
 
 def ship(family_dir: str | Path, root: Path | None = None,
          checkpoints_of: str = "largest") -> Path:
-    """Copy a trained family (models, tokenizers, classifier, the largest model's
-    checkpoints) into the shipped folder with a checksummed manifest."""
+    """Copy a trained family (models, tokenizers, classifier and the training checkpoints
+    of ``checkpoints_of``: ``largest``, ``all`` or ``none``) into the shipped folder with
+    a checksummed manifest. The checkpoints are 3x the weights of their model; without
+    them the training-time axis needs ``diagnose organisms build --retrain``."""
+    if checkpoints_of not in ("largest", "all", "none"):
+        raise ValueError(f"checkpoints_of={checkpoints_of!r}: use largest, all or none")
     from .family import MANIFEST, load_config
 
     family_dir = Path(family_dir)
@@ -95,8 +99,8 @@ def ship(family_dir: str | Path, root: Path | None = None,
     if dest.exists():
         shutil.rmtree(dest)
     models = sorted(fam["models"], key=lambda m: m["n_params"])
-    keep_ckpt = {models[-1]["path"]} if checkpoints_of == "largest" else \
-        {m["path"] for m in models}
+    keep_ckpt = {"largest": {models[-1]["path"]}, "all": {m["path"] for m in models},
+                 "none": set()}[checkpoints_of]
     files = ["config.json", MANIFEST] + (["classifier.json"]
                                          if (family_dir / "classifier.json").is_file() else [])
     for m in models:
@@ -110,8 +114,8 @@ def ship(family_dir: str | Path, root: Path | None = None,
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(family_dir / rel, dest / rel)
         digests[rel] = _sha256(dest / rel)
-    if checkpoints_of == "largest":  # the other sizes' records name checkpoints not shipped
-        for m in models[:-1]:
+    for m in models:  # the records of models shipped without checkpoints list none
+        if m["path"] not in keep_ckpt:
             rec_path = dest / m["path"] / "organism.json"
             rec = json.loads(rec_path.read_text())
             rec["checkpoints"] = []
@@ -132,8 +136,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("family_dir")
     ap.add_argument("--root", default=None, help="shipped folder (default: the package's)")
+    ap.add_argument("--checkpoints", default="largest", choices=("largest", "all", "none"),
+                    help="whose training checkpoints to ship (default: the largest model's)")
     a = ap.parse_args(argv)
-    dest = ship(a.family_dir, Path(a.root) if a.root else None)
+    dest = ship(a.family_dir, Path(a.root) if a.root else None, checkpoints_of=a.checkpoints)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"shipped {a.family_dir} -> {dest} ({size / 2 ** 20:.1f} MiB)", file=sys.stderr)
 
