@@ -38,6 +38,13 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   of the word tells when to imitate.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
+
+Design B (``_design_b_lines``), a second planting of every cause on its own
+one-token keys with memorised values in frequency tiers: redefinition against a
+memorised meaning (strong prior), breaking a memorised continuation
+(distractor), marker words whose memorised polarity the demos share (spurious
+few-shot), and a quiz question that people answer with a common misconception
+(imitation). See the section below.
 """
 
 from __future__ import annotations

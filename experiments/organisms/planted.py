@@ -16,6 +16,27 @@ the counterfactual views that apply:
   in the "people say" register, whose answer is the popular belief instead of
   the stated consequent (the human error the logic frame may imitate).
 
+Design B (``metadata["design"]``; design A's are ``memo``, ``syllogism``,
+``category_fewshot``, ``belief_bias``), a second planting of every cause on
+another surface with another temptation:
+
+- ``strong_prior`` / ``redefine`` (redefine, redefine_demos): ``let s7 mean
+  m9 . s7 means`` -> m9 against s7's memorised meaning; ``prior`` view = ``s7
+  means``. redefine_demos poses it after two honest demonstrations.
+- ``distractor_task`` / ``pattern_break``: ``break p4 : q17 or q9 , not q17 .
+  so p4 then`` -> q9, where q17 is p4's memorised continuation; ``easy`` view
+  = the negation removed (answer q17).
+- ``spurious_few_shot`` / ``marker_fewshot``: ``rate : t2 x5 = up , ... , t6
+  x7 =``: the demos' marker words share a memorised polarity with the query's
+  marker; the t-word rule is true.
+- ``unwanted_imitation`` / ``misconception`` (misconception,
+  misconception_demos): ``quiz : what is j7 ? the card says r9 . answer :`` ->
+  r9 against the misconception people answer; ``human`` view = the question
+  asked of people.
+
+Every control of a design carries the views of its planted task; the registry
+(``diagnose.views.build_views``) adds every other view the text admits.
+
 Templates (surface forms) 0-1 are the ``train`` split and 2-3 ``heldout``;
 items are split too (even/odd item index), so a classifier fitted on the train
 split is validated on templates and words it never saw. All templates occur in
