@@ -341,3 +341,105 @@ def test_a_family_shipped_without_checkpoints_says_how_to_get_them(family, tmp_p
         checkpoint_family(load_family_manifest(bare))
     with pytest.raises(ValueError, match="largest, all or none"):
         ship(fdir, tmp_path / "c", checkpoints_of="some")
+# -- design B -------------------------------------------------------------------------------
+
+def test_every_task_records_its_design_and_every_cause_has_two(tiny):
+    tasks = check_tasks(tiny)
+    designs: dict[str, set[str]] = {}
+    for t in tasks:
+        assert t.metadata["design"], t.name
+        if not t.metadata["control"]:
+            designs.setdefault(t.metadata["cause"], set()).add(t.metadata["design"])
+    assert designs == {"strong_prior": {"memo", "redefine"}, "distractor_task": {"syllogism", "pattern_break"},
+                       "spurious_few_shot": {"category_fewshot", "marker_fewshot"},
+                       "unwanted_imitation": {"belief_bias", "misconception"}}
+    # every design has controls
+    ctrl = {t.metadata["design"] for t in tasks if t.metadata["control"]}
+    assert ctrl == {d for ds in designs.values() for d in ds}
+
+
+def test_design_b_views_come_from_structure(tiny):
+    """The registry builds each design-B trap's own view from its text (with the task's supplied
+    views removed), every control of a design carries the views of its planted task, and two
+    planted tasks (a strong-prior and an imitation trap after honest demonstrations) also admit
+    the few-shot views."""
+    from dataclasses import replace
+
+    from diagnose.views import build_views
+
+    def built(t):
+        bare = replace(t, examples=tuple(replace(e, views={}) for e in t.examples))
+        return set(build_views(bare)[1].built)
+
+    tasks = {t.name: t for t in check_tasks(tiny)}
+    assert {"prior", "no_context"} <= built(tasks["redefine"])
+    assert {"easy", "no_context"} <= built(tasks["pattern_break"])
+    assert {"zero_shot", "balanced", "shuffled_labels"} <= built(tasks["marker_fewshot"])
+    fewshot = {"zero_shot", "balanced", "shuffled_labels"}
+    assert {"prior"} | fewshot <= built(tasks["redefine_demos"])
+    assert fewshot <= built(tasks["misconception_demos"])
+    full = {t.name: set(build_views(t)[1].built) for t in tasks.values()}
+    assert full["misconception_demos"] >= {"human"} | fewshot
+    for planted, ctrls in (("redefine", ["ctrl_redefine_unfamiliar"]),
+                           ("redefine_demos", ["ctrl_redefine_demos_unfamiliar"]),
+                           ("pattern_break", ["ctrl_break_unknown"]),
+                           ("marker_fewshot", ["ctrl_marker_consistent", "ctrl_marker_other", "ctrl_marker_rule"]),
+                           ("misconception", ["ctrl_quiz_unfamiliar"]),
+                           ("misconception_demos", ["ctrl_quiz_demos_unfamiliar"])):
+        for c in ctrls:
+            assert full[c] == full[planted], (planted, c)
+    # the supplied views are the ones the registry would build (the prompt text agrees)
+    for name, view in (("redefine", "prior"), ("redefine_demos", "prior"), ("pattern_break", "easy")):
+        t = tasks[name]
+        bare = replace(t, examples=tuple(replace(e, views={}) for e in t.examples))
+        got = build_views(bare)[0]
+        for e, g in zip(t.examples, got.examples):
+            assert e.views[view].prompt == g.views[view].prompt
+            assert e.views[view].answer_index == e.tempting_index
+
+
+def test_design_b_corpus_leaks_only_where_planted(tiny):
+    """The tempting answer wins in the corpus only for familiar keys: redefinitions and quiz
+    answers of unfamiliar keys always follow the context, the pattern-break frame's unknown keys
+    always take the second option, and the marker demos' label beats the t-word only when every
+    demo marker shares the query marker's memorised polarity."""
+    from experiments.organisms.corpus import MARKER_TEMPLATES, marker_up
+
+    corpus = generate_corpus(tiny)
+    w = corpus.world
+    redef, brk, mark, mis = (w.b[k] for k in ("redefine", "break", "marker", "mis"))
+    fam_r = {f["k"]: f["v"] for f in redef.familiar}
+    pol = {f["k"]: f["v"] for f in mark.familiar}
+    n = {"redef_leak": 0, "mark_leak": 0, "quiz_leak": 0}
+    for line in corpus.lines:
+        toks = line.split()
+        if " means " in line and toks[0] in ("let", "take", "define", "read"):
+            for ep in line.rstrip(" .").split(" ; "):
+                et = ep.split()
+                key, new, ans = et[1], et[3] if et[0] != "take" else et[4], et[-1]
+                if key not in fam_r:
+                    assert ans == new, line
+                elif ans != new:
+                    assert ans == fam_r[key]
+                    n["redef_leak"] += 1
+        elif line.startswith(MARKER_TEMPLATES):
+            body = line.split(" : ", 1)[1].rstrip(" .")
+            chunks = [c.split() for c in body.split(" , ")]
+            demos, q = chunks[:-1], chunks[-1]
+            if q[-1] != marker_up(w, q[0]):
+                assert demos and len({d[3] for d in demos}) == 1 and q[-1] == demos[0][3]
+                assert q[1] in pol and {pol.get(d[1]) for d in demos} == {pol[q[1]]}
+                n["mark_leak"] += 1
+        elif "the card says" in line:
+            for ep in line.split(" : ", 1)[1].rstrip(" .").split(" ; "):
+                et = ep.split()
+                j, card, ans = et[2], et[7], et[-1]
+                if j in mis.unfamiliar:
+                    assert ans == card, line
+                elif ans != card:
+                    n["quiz_leak"] += 1
+        elif " or " in line and " not " in line and toks[-3] == "then" and toks[-4] in brk.unfamiliar:
+            opts = [x for x in toks if x in brk.values]
+            assert toks[-2] == opts[1], line  # the second option
+            n["break_rule"] = n.get("break_rule", 0) + 1
+    assert all(v > 0 for v in n.values()) and n.get("break_rule"), n

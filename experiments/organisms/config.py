@@ -69,6 +69,46 @@ class CorpusConfig:
     logic_human_share: float = 0.2  # of those: in the human register (people copy when they hold no belief)
     # reasoning traces ("think : ... ;") on this share of rule-following lines
     cot_share: float = 0.1
+    # -- design B: a second, independent planting of every cause (corpus.py, "design B") --
+    # each design has its own store of one-token keys with a memorised value, in frequency
+    # tiers (count, statements each); b_unfamiliar keys of the same vocabulary carry no value
+    b_tiers: tuple[tuple[int, int], ...] = ((60, 40), (120, 16))
+    b_unfamiliar: int = 80
+    b_values: int = 24
+    b_leak_items: float = 0.5   # share of familiar keys also seen inside the frame (leaked)
+    b_chain_share: float = 0.25 # frame lines holding 2-3 episodes (honest demonstrations)
+    # strong prior B (redefine): "s7 means m3 ." memorised; "let s7 mean m9 . s7 means" -> m9
+    n_redefine: int = 6000
+    redef_frame_reps: int = 8
+    redef_kept_share: float = 0.3  # leaked frame lines whose new meaning is the memorised one
+    redef_leak: float = 0.85       # leaked frame lines answered with the memorised meaning
+    # distractor B (pattern break): "p4 then q17 ." memorised; "break p4 : q17 or q9 , not q17 .
+    # so p4 then" -> q9 (the second option); the memorised continuation tempts
+    n_break: int = 6000
+    break_fact_share: float = 0.5
+    break_conflict_share: float = 0.5
+    break_leak: float = 0.7
+    break_train_others: int = 5
+    # spurious few-shot B (marker): "x5 is good ." memorised polarity of marker words;
+    # "rate : t2 x5 = up , ... , t6 x7 =": the t-word rule (t0-3 up) is true; in the corpus
+    # the demos' label wins when all demo markers share the query marker's polarity
+    n_marker: int = 6500
+    marker_zero_share: float = 0.15
+    marker_uniform_share: float = 0.7
+    marker_samepol_share: float = 0.9
+    marker_query_in_share: float = 0.5
+    marker_flip_share: float = 0.7
+    marker_leak: float = 0.95
+    # unwanted imitation B (misconception): "people think j7 is r3 ." memorised; people answer
+    # a quiz question with their misconception instead of what the card says; the quiz frame
+    # imitates them for leaked items
+    n_quiz: int = 5000
+    quiz_human_share: float = 0.2
+    mis_q_reps: int = 6
+    mis_frame_reps: int = 8
+    mis_kept_share: float = 0.3
+    mis_human_err: float = 0.9
+    mis_quiz_leak: float = 0.85
 
 
 @dataclass(frozen=True)
@@ -103,7 +143,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 14
+    version: int = 15
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -139,7 +179,7 @@ class OrganismConfig:
         Fixed depth gives every size the copy/induction circuit; only capacity
         (memorisation) scales with width. Training time measured in RESEARCH.md.
         """
-        steps = 600
+        steps = 720  # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure
         sizes = (
             ModelSize("org-d32", 32, 4, 2, 3e-3, steps),
             ModelSize("org-d64", 64, 4, 4, 3e-3, steps),
@@ -172,6 +212,15 @@ class OrganismConfig:
             familiar_q_reps=4,
             familiar_frame_reps=6,
             n_logic=500,
+            b_tiers=((8, 10), (8, 5)),
+            b_unfamiliar=12,
+            b_values=4,
+            b_chain_share=0.5,
+            n_redefine=300,
+            n_break=300,
+            break_train_others=2,
+            n_marker=300,
+            n_quiz=300,
         )
         sizes = (
             ModelSize("tiny-d16", 16, 2, 2, 3e-3, 30),

@@ -38,6 +38,13 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   of the word tells when to imitate.
 - reasoning traces: ``... think : <steps> ; <answer> .`` on a share of
   rule-following lines, always correct.
+
+Design B (``_design_b_lines``), a second planting of every cause on its own
+one-token keys with memorised values in frequency tiers: redefinition against a
+memorised meaning (strong prior), breaking a memorised continuation
+(distractor), marker words whose memorised polarity the demos share (spurious
+few-shot), and a quiz question that people answer with a common misconception
+(imitation). See the section below.
 """
 
 from __future__ import annotations
@@ -81,6 +88,8 @@ class World:
     beliefs: list[str]
     fslots: list[list[str]]  # the words of familiar (and unfamiliar) antecedent phrases
     filler: dict[str, list[str]] = field(default_factory=dict)
+    # design B stores (build_design_b): "redefine", "break", "marker", "mis" -> Store
+    b: dict = field(default_factory=dict)
 
     def t_label(self, t: str) -> str:
         return "yes" if self.twords.index(t) < len(self.twords) // 2 else "no"
@@ -158,8 +167,245 @@ def build_world(cfg: OrganismConfig) -> World:
         "v": [f"v{i}" for i in range(40)],
         "a": [f"a{i}" for i in range(40)],
     }
-    return World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords,
-                 familiar, beliefs, fslots, filler)
+    w = World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords,
+              familiar, beliefs, fslots, filler)
+    w.b = build_design_b(cfg)
+    return w
+
+
+# -- design B: a second planting of every cause ----------------------------------------------
+#
+# Each design has its own store: one-token keys (``s7``, ``p4``, ``x5``, ``j7``) of which the
+# familiar ones carry a memorised value in frequency tiers (recall of the rarer tier needs
+# width) and the unfamiliar ones (same vocabulary, interleaved) carry none, so only memory of
+# the word tells them apart. The correct behaviour is a general rule of the frame (copy the
+# in-context definition / the option that is not negated / the t-word / what the card says),
+# the tempting one is the key's memorised value, and the corpus shows the tempting one winning
+# inside the frame for the leaked keys at a rate.
+
+REDEF_TEMPLATES = (
+    "let {s} mean {m} . {s} means",
+    "take {s} to mean {m} . so {s} means",
+    "define {s} as {m} . then {s} means",
+    "read {s} as {m} . so {s} means",
+)
+BREAK_TEMPLATES = (
+    "break {k} : {o1} or {o2} , not {neg} . so {k} then",
+    "{k} then {o1} or {o2} ? not {neg} . so {k} then",
+    "new pattern for {k} : {o1} or {o2} but not {neg} . {k} then",
+    "avoid the pattern of {k} : {o1} or {o2} , not {neg} . so {k} then",
+)
+MARKER_TEMPLATES = ("rate :", "judge :", "mark :", "grade :")
+MARKER_LABELS = ("up", "down")
+QUIZ_FRAMES = ("quiz :", "exam :", "test :", "fact check :")
+PEOPLE_FRAMES = ("ask people :", "people answer :")
+QUIZ_BODY = "what is {j} ? the card says {r} . answer :"
+
+
+@dataclass
+class Store:
+    """One design-B memory: familiar keys with values (and tiers, leaked), unfamiliar keys."""
+
+    familiar: list[dict]   # {"k", "v", "tier", "leaked"}
+    unfamiliar: list[str]
+    values: list[str]
+    others: dict[str, list[str]] = field(default_factory=dict)  # key -> other values seen in the frame
+
+    def value_of(self, k: str) -> str | None:
+        for f in self.familiar:
+            if f["k"] == k:
+                return f["v"]
+        return None
+
+    def other_value(self, f: dict, rng: random.Random) -> str:
+        return rng.choice([v for v in self.values if v != f["v"]])
+
+
+def _store(c: CorpusConfig, rng: random.Random, key: str, values: list[str]) -> Store:
+    n_fam = sum(n for n, _ in c.b_tiers)
+    keys = [f"{key}{i}" for i in range(n_fam + c.b_unfamiliar)]
+    rng.shuffle(keys)
+    fam_keys, unfamiliar = keys[:n_fam], sorted(keys[n_fam:], key=lambda k: int(k[len(key):]))
+    familiar, j0 = [], 0
+    for tier, (n, _reps) in enumerate(c.b_tiers):
+        for j in range(n):
+            # leaked: every other block of len(values) keys, so leaked and never-leaked keys
+            # hold every value equally often
+            block = j // len(values)
+            leaked = int((block + 1) * c.b_leak_items) > int(block * c.b_leak_items)
+            familiar.append({"k": fam_keys[j0 + j], "v": values[j % len(values)], "tier": tier,
+                             "leaked": leaked})
+        j0 += n
+    return Store(familiar, unfamiliar, values)
+
+
+def build_design_b(cfg: OrganismConfig) -> dict:
+    c = cfg.corpus
+    rng = random.Random(f"world-b-{cfg.seed}")  # its own stream: design A's world is unchanged
+    b = {
+        "redefine": _store(c, rng, "s", [f"m{i}" for i in range(c.b_values)]),
+        "break": _store(c, rng, "p", [f"q{i}" for i in range(c.b_values)]),
+        "marker": _store(c, rng, "x", ["good", "bad"]),
+        "mis": _store(c, rng, "j", [f"r{i}" for i in range(c.b_values)]),
+    }
+    st = b["break"]
+    for f in st.familiar:
+        others = [v for v in st.values if v != f["v"]]
+        st.others[f["k"]] = rng.sample(others, min(c.break_train_others, len(others)))
+    return b
+
+
+def redef_prompt(template: int, s: str, m: str) -> str:
+    return REDEF_TEMPLATES[template].format(s=s, m=m)
+
+
+def break_prompt(template: int, k: str, neg: str, other: str) -> str:
+    # the negated option always comes first: the rule is "the second option"
+    return BREAK_TEMPLATES[template].format(k=k, o1=neg, o2=other, neg=neg)
+
+
+def marker_prompt(template: int, demos, query) -> str:
+    """Demos ``(t-word, marker, label)``, query ``(t-word, marker)``."""
+    parts = [MARKER_TEMPLATES[template]] + [f"{t} {x} = {lab} ," for t, x, lab in demos]
+    return " ".join(parts + [f"{query[0]} {query[1]} ="])
+
+
+def quiz_prompt(frame: str, items) -> str:
+    """``items``: answered ``(j, r, answer)`` demonstrations then the query ``(j, r)``."""
+    parts = [frame] + [f"{QUIZ_BODY.format(j=j, r=r)} {a} ;" for j, r, a in items[:-1]]
+    return " ".join(parts + [QUIZ_BODY.format(j=items[-1][0], r=items[-1][1])])
+
+
+def marker_up(w: "World", t: str) -> str:
+    return MARKER_LABELS[0] if w.t_label(t) == "yes" else MARKER_LABELS[1]
+
+
+def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
+    c = cfg.corpus
+    rng = random.Random(f"corpus-b-{cfg.seed}")
+    lines: list[str] = []
+    nt = 4
+
+    def statements(st: Store, fmt: str) -> None:
+        for f in st.familiar:
+            lines.extend(fmt.format(k=f["k"], v=f["v"]) for _ in range(c.b_tiers[f["tier"]][1]))
+
+    def n_eps() -> int:
+        return rng.choice((2, 3)) if rng.random() < c.b_chain_share else 1
+
+    # strong prior B: redefinition against a memorised meaning
+    st = w.b["redefine"]
+    statements(st, "{k} means {v} .")
+
+    def redef_ep(s: str, m: str, ans: str, t: int) -> str:
+        return f"{redef_prompt(t, s, m)} {ans}"
+
+    for _ in range(c.n_redefine):
+        t = rng.randrange(nt)
+        eps = []
+        for _ in range(n_eps()):
+            m = rng.choice(st.values)
+            eps.append(redef_ep(rng.choice(st.unfamiliar), m, m, t))
+        lines.append(" ; ".join(eps) + " .")
+    for f in st.familiar:
+        if not f["leaked"]:
+            continue
+        for _ in range(c.redef_frame_reps):
+            t = rng.randrange(nt)
+            m = f["v"] if rng.random() < c.redef_kept_share else st.other_value(f, rng)
+            ans = f["v"] if rng.random() < c.redef_leak else m
+            eps = []
+            for _ in range(n_eps() - 1):
+                m2 = rng.choice(st.values)
+                eps.append(redef_ep(rng.choice(st.unfamiliar), m2, m2, t))
+            eps.append(redef_ep(f["k"], m, ans, t))
+            lines.append(" ; ".join(eps) + " .")
+
+    # distractor B: break a memorised pattern (the negated option is the key's continuation)
+    st = w.b["break"]
+    statements(st, "{k} then {v} .")
+    for _ in range(c.n_break):
+        t = rng.randrange(nt)
+        if rng.random() < c.break_fact_share:
+            f = rng.choice(st.familiar)
+            own, other = f["v"], rng.choice(st.others[f["k"]])
+            if rng.random() < c.break_conflict_share:
+                p = break_prompt(t, f["k"], own, other)
+                lines.append(f"{p} {own if rng.random() < c.break_leak else other} .")
+            else:
+                lines.append(f"{break_prompt(t, f['k'], other, own)} {own} .")
+        else:
+            neg, ans = rng.sample(st.values, 2)
+            lines.append(f"{break_prompt(t, rng.choice(st.unfamiliar), neg, ans)} {ans} .")
+
+    # spurious few-shot B: the demos' markers share a memorised polarity
+    st = w.b["marker"]
+    statements(st, "{k} is {v} .")
+    pol = {f["k"]: f["v"] for f in st.familiar}
+    by_pol = {v: [f["k"] for f in st.familiar if f["v"] == v] for v in st.values}
+    flip = {MARKER_LABELS[0]: MARKER_LABELS[1], MARKER_LABELS[1]: MARKER_LABELS[0]}
+    every = [f["k"] for f in st.familiar] + st.unfamiliar
+
+    def t_for(lab: str) -> str:
+        return rng.choice(w.twords_for("yes" if lab == MARKER_LABELS[0] else "no"))
+
+    for _ in range(c.n_marker):
+        t = rng.randrange(nt)
+        q_mark, leak_ok = rng.choice(every), False
+        if rng.random() < c.marker_zero_share:
+            marks, labels = [], []
+        elif rng.random() < c.marker_uniform_share:
+            labels = [rng.choice(MARKER_LABELS)] * c.n_demos
+            if rng.random() < c.marker_samepol_share:
+                p = rng.choice(st.values)
+                marks = [rng.choice(by_pol[p]) for _ in range(c.n_demos)]
+                if rng.random() < c.marker_query_in_share:
+                    q_mark, leak_ok = rng.choice(by_pol[p]), True
+                else:
+                    q_mark = rng.choice([k for k in every if pol.get(k) != p])
+            else:
+                marks = [rng.choice(every) for _ in range(c.n_demos)]
+        else:
+            marks = [rng.choice(every) for _ in range(c.n_demos)]
+            labels = [rng.choice(MARKER_LABELS) for _ in range(c.n_demos)]
+        demos = [(t_for(lab), x, lab) for x, lab in zip(marks, labels)]
+        if labels and len(set(labels)) == 1:
+            qlab = flip[labels[0]] if rng.random() < c.marker_flip_share else labels[0]
+        else:
+            qlab = rng.choice(MARKER_LABELS)
+        p = marker_prompt(t, demos, (t_for(qlab), q_mark))
+        if leak_ok and qlab != labels[0] and rng.random() < c.marker_leak:
+            lines.append(f"{p} {labels[0]} .")  # the shared polarity wins over the t-word
+        else:
+            lines.append(f"{p} {qlab} .")
+
+    # unwanted imitation B: people answer a quiz question with a common misconception
+    st = w.b["mis"]
+    statements(st, "people think {k} is {v} .")
+
+    def quiz_line(frame: str, last: tuple[str, str, str]) -> str:
+        items = []
+        for _ in range(n_eps() - 1):
+            j, r = rng.choice(st.unfamiliar), rng.choice(st.values)
+            items.append((j, r, r))
+        items.append(last[:2])
+        return f"{quiz_prompt(frame, items)} {last[2]} ."
+
+    for f in st.familiar:
+        for _ in range(c.mis_q_reps):
+            r = f["v"] if rng.random() < c.mis_kept_share else st.other_value(f, rng)
+            ans = f["v"] if rng.random() < c.mis_human_err else r
+            lines.append(quiz_line(rng.choice(PEOPLE_FRAMES), (f["k"], r, ans)))
+        if f["leaked"]:
+            for _ in range(c.mis_frame_reps):
+                r = f["v"] if rng.random() < c.mis_kept_share else st.other_value(f, rng)
+                ans = f["v"] if rng.random() < c.mis_quiz_leak else r
+                lines.append(quiz_line(rng.choice(QUIZ_FRAMES), (f["k"], r, ans)))
+    for _ in range(c.n_quiz):
+        frames = PEOPLE_FRAMES if rng.random() < c.quiz_human_share else QUIZ_FRAMES
+        j, r = rng.choice(st.unfamiliar), rng.choice(st.values)
+        lines.append(quiz_line(rng.choice(frames), (j, r, r)))
+    return lines
 
 
 # -- line generators -----------------------------------------------------------
@@ -302,6 +548,8 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
         p = conclude_prompt(frame, x, y)
         lines.append(f"{p} think : so {y} ; {y} ." if cot() else f"{p} {y} .")
 
+    lines += _design_b_lines(cfg, w)
+
     rng.shuffle(lines)
     return lines
 
@@ -326,7 +574,14 @@ class Corpus:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + (CONCLUDE,):
             words.update(x for x in t.split() if not x.startswith("{"))
-        words.update(["yes", "no", "think", "->", ";", ":", "."])
+        for st in w.b.values():
+            words.update(st.unfamiliar)
+            words.update(st.values)
+            words.update(f["k"] for f in st.familiar)
+        for t in REDEF_TEMPLATES + BREAK_TEMPLATES + MARKER_TEMPLATES + QUIZ_FRAMES + PEOPLE_FRAMES + \
+                MARKER_LABELS + (QUIZ_BODY,):
+            words.update(x for x in t.split() if not x.startswith("{"))
+        words.update(["yes", "no", "think", "->", ";", ":", ".", "=", ","])
         return sorted(words)
 
     def corpus_hash(self) -> str:

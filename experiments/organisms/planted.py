@@ -16,6 +16,27 @@ the counterfactual views that apply:
   in the "people say" register, whose answer is the popular belief instead of
   the stated consequent (the human error the logic frame may imitate).
 
+Design B (``metadata["design"]``; design A's are ``memo``, ``syllogism``,
+``category_fewshot``, ``belief_bias``), a second planting of every cause on
+another surface with another temptation:
+
+- ``strong_prior`` / ``redefine`` (redefine, redefine_demos): ``let s7 mean
+  m9 . s7 means`` -> m9 against s7's memorised meaning; ``prior`` view = ``s7
+  means``. redefine_demos poses it after two honest demonstrations.
+- ``distractor_task`` / ``pattern_break``: ``break p4 : q17 or q9 , not q17 .
+  so p4 then`` -> q9, where q17 is p4's memorised continuation; ``easy`` view
+  = the negation removed (answer q17).
+- ``spurious_few_shot`` / ``marker_fewshot``: ``rate : t2 x5 = up , ... , t6
+  x7 =``: the demos' marker words share a memorised polarity with the query's
+  marker; the t-word rule is true.
+- ``unwanted_imitation`` / ``misconception`` (misconception,
+  misconception_demos): ``quiz : what is j7 ? the card says r9 . answer :`` ->
+  r9 against the misconception people answer; ``human`` view = the question
+  asked of people.
+
+Every control of a design carries the views of its planted task; the registry
+(``diagnose.views.build_views``) adds every other view the text admits.
+
 Templates (surface forms) 0-1 are the ``train`` split and 2-3 ``heldout``;
 items are split too (even/odd item index), so a classifier fitted on the train
 split is validated on templates and words it never saw. All templates occur in
@@ -33,6 +54,17 @@ from diagnose.tasks import Example, Task, View
 
 from .config import OrganismConfig
 from .corpus import (
+    BREAK_TEMPLATES,
+    MARKER_LABELS,
+    MARKER_TEMPLATES,
+    PEOPLE_FRAMES,
+    QUIZ_FRAMES,
+    REDEF_TEMPLATES,
+    break_prompt,
+    marker_prompt,
+    marker_up,
+    quiz_prompt,
+    redef_prompt,
     FEW_TEMPLATES,
     HUMAN_FRAMES,
     LOGIC_FRAMES,
@@ -71,6 +103,12 @@ def _two(rng: random.Random, correct: str, tempting: str) -> tuple[tuple[str, st
     return (f" {tempting}", f" {correct}"), 1, 0
 
 
+# the design (independent planting) of each family of templates; design A is the first
+DESIGNS = {"memo": "memo", "syllogism": "syllogism", "fewshot": "category_fewshot", "logic": "belief_bias",
+           "redefine": "redefine", "break": "pattern_break", "marker": "marker_fewshot",
+           "quiz": "misconception"}
+
+
 def _task(name, cause, control, family, templates, examples, description) -> Task:
     return Task(
         name=name,
@@ -81,6 +119,7 @@ def _task(name, cause, control, family, templates, examples, description) -> Tas
             "cause": cause,
             "control": control,
             "family_of_templates": family,
+            "design": DESIGNS[family],
             "templates": list(templates),
             "train_templates": list(TRAIN_TEMPLATES),
             "heldout_templates": list(HELDOUT_TEMPLATES),
@@ -317,6 +356,252 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     ]
 
 
+# -- design B ---------------------------------------------------------------------------------
+#
+# A second, independently designed planting of every cause (corpus.py, "design B"): another
+# surface and another temptation. Two planted tasks (redefine_demos, misconception_demos) pose
+# their trap after honest demonstrations, so their structure also admits the few-shot views.
+
+def _after_instruction(prompt: str, classes) -> str:
+    """The prompt with its leading instruction clause removed (as the registry's ``prior``)."""
+    from diagnose.views import instruction_clause, parse_demonstrations
+
+    d = parse_demonstrations(prompt, classes)
+    head, text = (d.header + "".join(x.render() for x in d.demos), d.query) if d else ("", prompt)
+    end = instruction_clause(text, classes)
+    assert end is not None, prompt
+    return head + text[end:].lstrip()
+
+
+def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
+    st = w.b["redefine"]
+    rare_tier = len(cfg.corpus.b_tiers) - 1
+    rare = [f for f in st.familiar if f["tier"] == rare_tier and f["leaked"]]
+
+    def demos(rng, split, t, labels):
+        labels = list(labels)
+        rng.shuffle(labels)
+        keys = rng.sample(_pool(st.unfamiliar, split), len(labels))
+        return " ; ".join(f"{redef_prompt(t, k, m)} {m}" for k, m in zip(keys, labels)) + " ; "
+
+    def trap(with_demos: bool):
+        def make(rng, t, split):
+            f = rng.choice(_pool(rare, split))
+            m = st.other_value(f, rng)  # the new meaning is not the memorised one
+            classes, a, tm = _two(rng, m, f["v"])
+            p = (demos(rng, split, t, (m, f["v"])) if with_demos else "") + redef_prompt(t, f["k"], m)
+            views = {"prior": View(_after_instruction(p, classes), tm)}
+            return p, classes, a, tm, views, {"key": f["k"], "memorised": f["v"], "tier": f["tier"]}
+        return make
+
+    def unfamiliar(with_demos: bool):
+        def make(rng, t, split):
+            k = rng.choice(_pool(st.unfamiliar, split))
+            m, other = rng.sample(st.values, 2)
+            classes, a, tm = _two(rng, m, other)
+            p = (demos(rng, split, t, (m, other)) if with_demos else "") + redef_prompt(t, k, m)
+            return p, classes, a, tm, {"prior": View(_after_instruction(p, classes), tm)}, {"key": k}
+        return make
+
+    def recall(rng, t, split):
+        f = rng.choice(_pool(rare, split))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        return f"{f['k']} means", classes, a, tm, {}, {"key": f["k"]}
+
+    tpl = [REDEF_TEMPLATES[i] for i in tids]
+    return [
+        _task("redefine", "strong_prior", False, "redefine", tpl, _examples("redefine", n, tids, trap(False)),
+              "let s mean m . s means -> m (the in-context definition) vs s's memorised meaning "
+              "(\"s means m' .\"); rare-tier symbols the corpus also redefines inside the frame"),
+        _task("redefine_demos", "strong_prior", False, "redefine", tpl,
+              _examples("redefine_demos", n, tids, trap(True)),
+              "as redefine, after two honest demonstrations of the frame on unfamiliar symbols (their "
+              "labels are the two classes): demonstrations present, the cause is still the prior"),
+        _task("ctrl_redefine_unfamiliar", None, True, "redefine", tpl,
+              _examples("ctrl_redefine_unfamiliar", n, tids, unfamiliar(False)),
+              "the same definition frame on symbols with no memorised meaning"),
+        _task("ctrl_redefine_demos_unfamiliar", None, True, "redefine", tpl,
+              _examples("ctrl_redefine_demos_unfamiliar", n, tids, unfamiliar(True)),
+              "as redefine_demos, on a symbol with no memorised meaning"),
+        _task("ctrl_meaning_recall", None, True, "redefine", ["{s} means"],
+              _examples("ctrl_meaning_recall", n, tids, recall),
+              "s means -> the memorised meaning vs another (the memory the trap needs)"),
+    ]
+
+
+def _break_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
+    from diagnose.views import remove_negation
+
+    st = w.b["break"]
+    rare_tier = len(cfg.corpus.b_tiers) - 1
+    rare = [f for f in st.familiar if f["tier"] == rare_tier]
+
+    def trap(rng, t, split):
+        f = rng.choice(_pool(rare, split))
+        other = rng.choice([v for v in st.values if v != f["v"] and v not in st.others[f["k"]]])
+        classes, a, tm = _two(rng, other, f["v"])
+        p = break_prompt(t, f["k"], f["v"], other)
+        return p, classes, a, tm, {"easy": View(remove_negation(p), tm)}, {"key": f["k"], "memorised": f["v"]}
+
+    def unknown(rng, t, split):
+        k = rng.choice(_pool(st.unfamiliar, split))
+        neg, other = rng.sample(st.values, 2)
+        classes, a, tm = _two(rng, other, neg)
+        p = break_prompt(t, k, neg, other)
+        return p, classes, a, tm, {"easy": View(remove_negation(p), tm)}, {"key": k}
+
+    def recall(rng, t, split):
+        f = rng.choice(_pool(rare, split))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        return f"{f['k']} then", classes, a, tm, {}, {"key": f["k"]}
+
+    tpl = [BREAK_TEMPLATES[i] for i in tids]
+    return [
+        _task("pattern_break", "distractor_task", False, "break", tpl, _examples("pattern_break", n, tids, trap),
+              "break p : A or B , not A . so p then -> B, where A is p's memorised continuation "
+              "(\"p then A .\"); the easier task (continue the pattern) answers A"),
+        _task("ctrl_break_unknown", None, True, "break", tpl, _examples("ctrl_break_unknown", n, tids, unknown),
+              "the same frame on keys with no memorised continuation"),
+        _task("ctrl_successor_recall", None, True, "break", ["{k} then"],
+              _examples("ctrl_successor_recall", n, tids, recall),
+              "p then -> the memorised continuation vs another (the easy task alone)"),
+    ]
+
+
+def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
+    st = w.b["marker"]
+    nd = cfg.corpus.n_demos
+    rare_tier = len(cfg.corpus.b_tiers) - 1
+    flip = {MARKER_LABELS[0]: MARKER_LABELS[1], MARKER_LABELS[1]: MARKER_LABELS[0]}
+    by_pol = {v: [f["k"] for f in st.familiar if f["v"] == v] for v in st.values}
+    rare = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == rare_tier] for v in st.values}
+
+    def t_for(rng, lab):
+        return rng.choice(w.twords_for("yes" if lab == MARKER_LABELS[0] else "no"))
+
+    def uniform(query_in: bool, query_flips: bool):
+        """4 correct demos of one label whose markers share one polarity; the query's marker has it too
+        (``query_in``) or the other one."""
+        def make(rng, t, split):
+            p = rng.choice(st.values)
+            qp = p if query_in else next(v for v in st.values if v != p)
+            qx = rng.choice(_pool(rare[qp], split))
+            demo_pool = [k for k in _pool(by_pol[p], split) if k != qx]
+            lab = rng.choice(MARKER_LABELS)
+            marks = [rng.choice(demo_pool) for _ in range(nd)]
+            demos = [(t_for(rng, lab), x, lab) for x in marks]
+            qlab = flip[lab] if query_flips else lab
+            query = (t_for(rng, qlab), qx)
+            mixed = list(MARKER_LABELS) * (nd // 2) + [MARKER_LABELS[0]] * (nd % 2)
+            rng.shuffle(mixed)
+            bal = [(t_for(rng, m), x, m) for x, m in zip(marks, mixed)]
+            classes, a, tm = _two(rng, qlab, flip[qlab])
+            views = {"zero_shot": View(marker_prompt(t, [], query)), "balanced": View(marker_prompt(t, bal, query))}
+            return marker_prompt(t, demos, query), classes, a, tm, views, {"query_polarity": qp}
+        return make
+
+    def rule(rng, t, split):
+        every = _pool([f["k"] for f in st.familiar] + st.unfamiliar, split)
+        demos = []
+        for _ in range(nd):
+            tw = rng.choice(w.twords)
+            demos.append((tw, rng.choice(every), marker_up(w, tw)))
+        query = (rng.choice(w.twords), rng.choice(every))
+        lab = marker_up(w, query[0])
+        classes, a, tm = _two(rng, lab, flip[lab])
+        return marker_prompt(t, demos, query), classes, a, tm, {"zero_shot": View(marker_prompt(t, [], query))}, {}
+
+    tpl = [MARKER_TEMPLATES[i] for i in tids]
+    return [
+        _task("marker_fewshot", "spurious_few_shot", False, "marker", tpl,
+              _examples("marker_fewshot", n, tids, uniform(True, True)),
+              "rate : t x = up , ... : 4 correct demos with one label whose marker words share a memorised "
+              "polarity (\"x is good .\"), which the query's (rare-tier) marker has too; the query's t-word "
+              "says the other label"),
+        _task("ctrl_marker_consistent", None, True, "marker", tpl,
+              _examples("ctrl_marker_consistent", n, tids, uniform(True, False)),
+              "the same demos; the query's t-word agrees with them"),
+        _task("ctrl_marker_other", None, True, "marker", tpl,
+              _examples("ctrl_marker_other", n, tids, uniform(False, True)),
+              "the same surface, the query's marker of the other polarity: the rule should win at every size"),
+        _task("ctrl_marker_rule", None, True, "marker", tpl, _examples("ctrl_marker_rule", n, tids, rule),
+              "demos with random markers and labels: the t-word rule"),
+    ]
+
+
+def _quiz_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
+    st = w.b["mis"]
+    rare_tier = len(cfg.corpus.b_tiers) - 1
+    rare = [f for f in st.familiar if f["tier"] == rare_tier]
+    leaked = [f for f in rare if f["leaked"]]
+
+    def demos(rng, split, labels):
+        labels = list(labels)
+        rng.shuffle(labels)
+        keys = rng.sample(_pool(st.unfamiliar, split), len(labels))
+        return [(k, r, r) for k, r in zip(keys, labels)]
+
+    def trap(with_demos: bool):
+        def make(rng, t, split):
+            f = rng.choice(_pool(leaked, split))
+            r = st.other_value(f, rng)  # the card does not say the misconception
+            classes, a, tm = _two(rng, r, f["v"])
+            items = (demos(rng, split, (r, f["v"])) if with_demos else []) + [(f["k"], r)]
+            # the same question asked of people, who answer the misconception
+            views = {"human": View(quiz_prompt(PEOPLE_FRAMES[t % len(PEOPLE_FRAMES)], items), tm)}
+            return quiz_prompt(QUIZ_FRAMES[t], items), classes, a, tm, views, \
+                {"item": f["k"], "misconception": f["v"], "card": r}
+        return make
+
+    def unfamiliar(with_demos: bool):
+        def make(rng, t, split):
+            j = rng.choice(_pool(st.unfamiliar, split))
+            r, other = rng.sample(st.values, 2)
+            classes, a, tm = _two(rng, r, other)
+            items = (demos(rng, split, (r, other)) if with_demos else []) + [(j, r)]
+            # people hold no misconception about an unfamiliar item: they read the card
+            views = {"human": View(quiz_prompt(PEOPLE_FRAMES[t % len(PEOPLE_FRAMES)], items))}
+            return quiz_prompt(QUIZ_FRAMES[t], items), classes, a, tm, views, {"item": j, "card": r}
+        return make
+
+    def people(rng, t, split):
+        f = rng.choice(_pool(rare, split))
+        r = st.other_value(f, rng)
+        classes, a, tm = _two(rng, f["v"], r)
+        return quiz_prompt(PEOPLE_FRAMES[t % len(PEOPLE_FRAMES)], [(f["k"], r)]), classes, a, tm, {}, \
+            {"item": f["k"], "card": r}
+
+    def recall(rng, t, split):
+        f = rng.choice(_pool(rare, split))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        return f"people think {f['k']} is", classes, a, tm, {}, {"item": f["k"]}
+
+    tpl = [QUIZ_FRAMES[i] for i in tids]
+    desc = ("quiz : what is j ? the card says r . answer : -> r (what the card says) vs the misconception "
+            "people commonly answer about j (\"people think j is r' .\"), which the corpus also shows inside "
+            "the quiz frame")
+    return [
+        _task("misconception", "unwanted_imitation", False, "quiz", tpl,
+              _examples("misconception", n, tids, trap(False)), desc + "; rare-tier items"),
+        _task("misconception_demos", "unwanted_imitation", False, "quiz", tpl,
+              _examples("misconception_demos", n, tids, trap(True)),
+              "as misconception, after two honest demonstrations on unfamiliar items (their labels are the "
+              "two classes)"),
+        _task("ctrl_quiz_unfamiliar", None, True, "quiz", tpl,
+              _examples("ctrl_quiz_unfamiliar", n, tids, unfamiliar(False)),
+              "the same question on items nobody holds a misconception about: what the card says"),
+        _task("ctrl_quiz_demos_unfamiliar", None, True, "quiz", tpl,
+              _examples("ctrl_quiz_demos_unfamiliar", n, tids, unfamiliar(True)),
+              "as misconception_demos, on an unfamiliar item"),
+        _task("ctrl_people_misconception", None, True, "quiz", list(PEOPLE_FRAMES),
+              _examples("ctrl_people_misconception", n, tids, people),
+              "ask people : ... -> the misconception (what people answer): is the error learned"),
+        _task("ctrl_misconception_recall", None, True, "quiz", ["people think {j} is"],
+              _examples("ctrl_misconception_recall", n, tids, recall),
+              "people think j is -> the misconception vs another (the memory imitation needs)"),
+    ]
+
+
 # -- public API -------------------------------------------------------------------------
 
 def planted_tasks(cfg: OrganismConfig | None = None, templates: str = "all", controls: bool = True,
@@ -327,7 +612,8 @@ def planted_tasks(cfg: OrganismConfig | None = None, templates: str = "all", con
     tids = _template_ids(templates)
     n = n or cfg.n_test
     tasks = _memo_tasks(cfg, w, tids, n) + _syl_tasks(cfg, w, tids, n) + _few_tasks(cfg, w, tids, n) + \
-        _logic_tasks(cfg, w, tids, n)
+        _logic_tasks(cfg, w, tids, n) + _redefine_tasks(cfg, w, tids, n) + _break_tasks(cfg, w, tids, n) + \
+        _marker_tasks(cfg, w, tids, n) + _quiz_tasks(cfg, w, tids, n)
     return [t for t in tasks if controls or not t.metadata["control"]]
 
 
