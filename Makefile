@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# the main job: build the model organisms if missing, then diagnose every planted task
+# the main job: install (or train) the model organisms, then diagnose every planted task.
+# PAD and CAD read their prompts from the capture; few-shot and chain-of-thought run new
+# inputs (4-9x the task's tokens) and are left to `diagnose run TASK` (STRATEGY=... here)
+STRATEGY ?= pad,cad
 demo: $(STAMP)
 	$(PY) -m diagnose.cli organisms build
-	$(PY) -m diagnose.cli run --suite planted --out $(OUT)
+	$(PY) -m diagnose.cli run --suite planted --strategy $(STRATEGY) --out $(OUT)
 
 # Debian's chromium for the report screenshot test (skipped, with a reason, when absent)
 browser:
