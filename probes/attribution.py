@@ -44,6 +44,9 @@ class AttributionResult:
     bias: np.ndarray        # [N] b_U[correct] - b_U[tempting] (no component writes it)
     total: np.ndarray       # [N] the model's logit difference at the answer position
     labels: list[str]
+    # [N] the difference after the model's post-unembedding transform (Gemma 2's logit
+    # soft-cap): ``total`` is the difference before it, the one the components add up to
+    output_total: np.ndarray | None = None
 
     def components(self) -> np.ndarray:
         """``[N, 1 + 2L]``: embed, then attn and MLP per layer (sums to total - bias)."""
@@ -140,12 +143,17 @@ def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarra
     ro = readout(bridge, final, vocab=torch.as_tensor(vocab),
                  return_type="logits").values.float().cpu().numpy()
     rows = np.arange(n)
-    total = ro[rows, inv[:n]] - ro[rows, inv[n:]]
+    output_total = ro[rows, inv[:n]] - ro[rows, inv[n:]]
+    # the decomposition is linear up to the unembedding; a soft-cap after it (Gemma 2:
+    # 30 tanh(logit / 30)) is not, so ``total`` is the difference before the cap, read off
+    # the final norm's own output
+    normed = acts["ln_final.hook_out"].reshape(n, -1).double()
+    total = (((cols[:, good] - cols[:, bad]).T.double() * normed).sum(-1) + db_u).numpy()
     labels = (["embed"] + [f"{l}_{k}" for l in range(L) for k in ("attn_out", "mlp_out")]
               + ["bias"])
     return AttributionResult(embed=np.asarray(embed, dtype=float) + np.zeros(n), attn=attn,
                              mlp=mlp, heads=heads, bias=bias.numpy(), total=total,
-                             labels=labels)
+                             labels=labels, output_total=output_total)
 
 
 @torch.no_grad()
