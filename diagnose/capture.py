@@ -299,6 +299,7 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
         dla[k][rows] = getattr(at, k)
     dla["tempting"][rows] = tm
     out.dla = dla
+    out.notes += at.notes
     gap = np.abs(at.output_total - at.total)
     if len(gap) and float(gap.max()) > 1e-5 * max(1.0, float(np.abs(at.total).max())):
         out.notes.append("the model transforms its logits after the unembedding (a soft-cap): "

@@ -9,8 +9,9 @@ adds one):
   shared-prefix rows where the model honours them, else the fallback (asserted to be
   the path taken for models with local attention);
 - the logit lens' last entry equals the model's own output distribution;
-- direct logit attribution sums to the model's logit difference (heads: summed to their
-  layer where the bridge can split heads, else a note);
+- direct logit attribution sums to the model's logit difference (before Gemma 2's
+  soft-cap, with a note); heads add up to their layer, except where a norm follows the
+  attention (Gemma 2/3, OLMo 2): those heads are left out with a note;
 - activation patching runs, and patching the last residual at the answer position
   recovers the whole clean logit difference;
 - PAD/CAD at ``a = 0`` equal plain scoring bit for bit.
@@ -44,6 +45,8 @@ CLASSES = [
     [" Yes", " No"],
     ["A", "B"],
 ]
+# a norm between the attention output and the residual: heads do not add up there
+POST_NORM = {"gemma2", "gemma3", "olmo2"}
 WEAK = ["Absence makes the heart grow", "Answer:", "speak", "Output: Well, Answer:", "Say: "]
 
 
@@ -136,7 +139,12 @@ def test_architecture(arch, zoo_dir):
             if cap_:  # the attribution decomposes the logits before Gemma 2's soft-cap
                 lg = cap_ * torch.atanh(lg / cap_)
             assert abs(dla["total"][i] - float(lg[good] - lg[bad])) < 1e-4, arch
-        assert np.isfinite(dla["heads"]).all()
+        split = np.isfinite(dla["heads"]).all(axis=(0, 2))        # per layer
+        noted = any("per-head attribution left out" in n for n in cap.notes)
+        assert noted == (not split.all()), arch
+        assert split.all() == (arch not in POST_NORM), arch
+        np.testing.assert_allclose(dla["heads"][:, split].sum(-1), dla["attn"][:, split],
+                                   atol=1e-4, err_msg=arch)
         if cap_:
             assert any("soft-cap" in n for n in cap.notes)
         # 4. patching runs; the last residual at the answer carries all of the difference
