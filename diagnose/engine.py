@@ -168,6 +168,7 @@ def shared_row_limit(model: LoadedModel) -> int | None:
     Why: a model with local (sliding-window) attention layers (Mistral, Gemma 2 and 3,
     Qwen2 with ``use_sliding_window``) builds its sliding mask itself from a 2D padding
     mask, but a custom 4D mask such as our branch mask replaces it: its local layers then
+    (GPT-Neo's local layers too)
     see the whole row (measured on the tiny Mistral/Gemma models of
     ``tests/archzoo.py``: the final residual moved by 0.6-7 with a 20-token context
     and window 8). A row no longer than the window is exact either way (no key is
@@ -176,6 +177,8 @@ def shared_row_limit(model: LoadedModel) -> int | None:
     cfg = getattr(model.bridge.original_model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
     window = getattr(cfg, "sliding_window", None)
+    if not window and "local" in (getattr(cfg, "attention_layers", None) or []):
+        window = getattr(cfg, "window_size", None)   # GPT-Neo's local layers
     if not window:
         return None
     if getattr(cfg, "use_sliding_window", True) is False:

@@ -145,6 +145,33 @@ def _gemma3(v, tok):
         layer_types=["sliding_attention", "full_attention"], **_ids(tok)))
 
 
+def _gpt_neo(v, tok):
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    return GPTNeoForCausalLM(GPTNeoConfig(
+        vocab_size=v, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
+        max_position_embeddings=256, window_size=8,
+        attention_types=[[["global", "local"], 1]], **_ids(tok)))
+
+
+def _phi(v, tok):
+    from transformers import PhiConfig, PhiForCausalLM
+
+    return PhiForCausalLM(PhiConfig(
+        vocab_size=v, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=256, partial_rotary_factor=0.5,
+        **_ids(tok)))
+
+
+def _stablelm(v, tok):
+    from transformers import StableLmConfig, StableLmForCausalLM
+
+    return StableLmForCausalLM(StableLmConfig(
+        vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        partial_rotary_factor=0.25, **_ids(tok)))
+
+
 ARCHS: dict[str, Arch] = {a.name: a for a in [
     Arch("gpt2", "bytelevel", _gpt2, "learned positions, LayerNorm, fused QKV (Conv1D)"),
     Arch("gpt_neox", "bytelevel", _neox, "partial rotary, parallel attention + MLP"),
@@ -168,6 +195,11 @@ ARCHS: dict[str, Arch] = {a.name: a for a in [
          "fused qkv and gate_up projections"),
     Arch("olmo2", "bytelevel", _llama_like("Olmo2ForCausalLM", "Olmo2Config"),
          "post-norm blocks, QK RMSNorm"),
+    Arch("gemma", "gemma", _llama_like("GemmaForCausalLM", "GemmaConfig", head_dim=16),
+         "Gemma 1: (1 + w) RMSNorm, embeddings x sqrt(d)"),
+    Arch("gpt_neo", "bytelevel", _gpt_neo, "global/local layers (sliding window 8)"),
+    Arch("phi", "bytelevel", _phi, "Phi-1/2: parallel block, partial rotary, biases"),
+    Arch("stablelm", "bytelevel", _stablelm, "LayerNorm, partial rotary, GQA"),
 ]}
 
 
