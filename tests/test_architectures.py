@@ -170,3 +170,20 @@ def test_architecture(arch, zoo_dir):
                                   equal_nan=True)
     finally:
         free_model(model)
+
+
+def test_unsupported_architecture_is_one_clear_error(zoo_dir):
+    """An architecture TransformerBridge cannot read stops with a message naming it."""
+    from transformers import BioGptConfig, BioGptForCausalLM
+
+    from diagnose.families import ModelUnavailableError, load_model
+    from tests.archzoo import make_tokenizer
+
+    tok = make_tokenizer("bytelevel")
+    d = zoo_dir / "biogpt"
+    BioGptForCausalLM(BioGptConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                   num_attention_heads=4, intermediate_size=64)).save_pretrained(d)
+    tok.save_pretrained(d)
+    with pytest.raises(ModelUnavailableError, match="does not support its architecture "
+                                                    "BioGptForCausalLM"):
+        load_model(str(d), device="cpu", dtype="float32")
