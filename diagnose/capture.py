@@ -300,8 +300,10 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     dla["tempting"][rows] = tm
     out.dla = dla
     out.notes += at.notes
-    gap = np.abs(at.output_total - at.total)
-    if len(gap) and float(gap.max()) > 1e-5 * max(1.0, float(np.abs(at.total).max())):
+    cfg = getattr(model.bridge.original_model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    if getattr(cfg, "final_logit_softcapping", None):
+        gap = np.abs(at.output_total - at.total)
         out.notes.append("the model transforms its logits after the unembedding (a soft-cap): "
                          "direct logit attribution decomposes the logit difference before it "
                          f"(largest gap to the output's difference: {float(gap.max()):.2g})")

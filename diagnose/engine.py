@@ -166,10 +166,9 @@ def shared_row_limit(model: LoadedModel) -> int | None:
     """The longest prefix-shared row this model computes exactly (None: no limit).
 
     Why: a model with local (sliding-window) attention layers (Mistral, Gemma 2 and 3,
-    Qwen2 with ``use_sliding_window``) builds its sliding mask itself from a 2D padding
-    mask, but a custom 4D mask such as our branch mask replaces it: its local layers then
-    (GPT-Neo's local layers too)
-    see the whole row (measured on the tiny Mistral/Gemma models of
+    GPT-Neo, Qwen2 with ``use_sliding_window``) builds its sliding mask itself from a 2D
+    padding mask, but a custom 4D mask such as our branch mask replaces it: its local
+    layers then see the whole row (measured on the tiny Mistral/Gemma models of
     ``tests/archzoo.py``: the final residual moved by 0.6-7 with a 20-token context
     and window 8). A row no longer than the window is exact either way (no key is
     farther than the window from its query), so shared rows are kept up to the window
@@ -212,14 +211,30 @@ def can_share_prefix(model: LoadedModel) -> bool:
         toks = [(7 * i + 3) % v for i in range(7)]
         reqs = [Request(tuple(toks[:3]), tuple(toks[3:5])), Request(tuple(toks[:3]), tuple(toks[5:7]))]
         got = []
-        for share in (True, False):
+        for share in (False, True):
             plan = plan_reads(reqs, share_prefix=share)
-            acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
-                              layouts=plan.layouts)
+            try:
+                acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
+                                  layouts=plan.layouts)
+            except RuntimeError as e:
+                # the first forward of every stage: a dtype the bridge's own attention
+                # cannot run (TransformerLens 4.3 on OLMo 2 in bf16) is a user's setting
+                msg = str(e).splitlines()[0]
+                if share:  # plain rows run, the branch mask does not: one row per class
+                    break
+                if not ("dtype" in msg or "scalar type" in msg):
+                    raise
+                from diagnose.families import ModelUnavailableError
+
+                raise ModelUnavailableError(
+                    f"model {model.id!r}: TransformerBridge cannot run it in "
+                    f"{str(model.dtype).replace('torch.', '')} ({msg[:200]}); load it with "
+                    "--dtype float32") from e
             got.append(acts[FINAL_RESID])
         tol = 1e-4 if model.dtype == torch.float32 else 5e-2
-        scale = float(got[1].abs().max()) or 1.0
-        known = bool(float((got[0] - got[1]).abs().max()) <= tol * max(1.0, scale))
+        scale = float(got[0].abs().max()) or 1.0
+        known = len(got) == 2 and bool(float((got[1] - got[0]).abs().max())
+                                       <= tol * max(1.0, scale))
         _SHARED_PREFIX_OK[model.bridge] = known
     return known
 

@@ -141,7 +141,11 @@ def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarra
     # OLMo 2's post-norm blocks) rescales it per position, so the heads' shares no longer
     # add up to the layer's (measured on tests/archzoo.py: off by 0.6 on shares of 0.7,
     # against 1e-7 elsewhere). Those layers' heads are left out (NaN), with a note.
-    off = np.abs(heads.sum(-1) - attn) > 1e-4 * np.maximum(1.0, np.abs(attn))
+    # tolerance by the weights' precision: in bf16 the heads' fp32 products and the
+    # module's own bf16 output differ by rounding, not by structure
+    exact = next(bridge.original_model.parameters()).dtype == torch.float32
+    scale = np.maximum(1.0, np.maximum(np.abs(attn), np.abs(heads).sum(-1)))
+    off = np.abs(heads.sum(-1) - attn) > (1e-4 if exact else 5e-2) * scale
     bad_layers = np.nonzero(off.any(0))[0]
     notes = []
     if len(bad_layers):

@@ -187,3 +187,18 @@ def test_unsupported_architecture_is_one_clear_error(zoo_dir):
     with pytest.raises(ModelUnavailableError, match="does not support its architecture "
                                                     "BioGptForCausalLM"):
         load_model(str(d), device="cpu", dtype="float32")
+
+
+def test_a_dtype_the_bridge_cannot_run_is_one_clear_error(zoo_dir):
+    """OLMo 2 in bf16 fails inside TransformerLens 4.3's attention (float weights against
+    bf16 values); the first forward of every stage says so and names the way out."""
+    from diagnose.families import ModelUnavailableError, free_model, load_model
+    from diagnose.scoring import score_task
+
+    d = build("olmo2", zoo_dir / "olmo2-bf16")
+    model = load_model(str(d), device="cpu", dtype="bfloat16")
+    try:
+        with pytest.raises(ModelUnavailableError, match="--dtype float32"):
+            score_task(model, _task())
+    finally:
+        free_model(model)
