@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from probes.capture import capture_at
-from probes.devices import (attn_W_O, input_device, norm_weights, readout, unembed_bias,
+from probes.devices import (attn_W_O, attn_b_O, input_device, norm_weights, readout, unembed_bias,
                             unembed_columns)
 
 
@@ -131,11 +131,15 @@ def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarra
     attn = np.stack([share(acts[f"blocks.{l}.hook_attn_out"]) for l in range(L)], 1)
     mlp = np.stack([share(acts[f"blocks.{l}.hook_mlp_out"]) for l in range(L)], 1)
     heads = np.zeros((n, L, H))
+    b_O = np.zeros((n, L))         # each layer's attention output bias, its share
     for l in range(L):
         W_O = attn_W_O(bridge, l)                                        # [H, dh, d]
         z = acts[f"blocks.{l}.attn.hook_z"].reshape(n, H, -1)
         for h in range(H):
             heads[:, l, h] = share(z[:, h] @ W_O[h])
+        b = attn_b_O(bridge, l)
+        if b is not None:
+            b_O[:, l] = share(b.expand(n, -1))
     # heads are a linear split of the attention output only where that output joins the
     # residual as it is; a norm after the attention (Gemma 2/3's post-attention norm,
     # OLMo 2's post-norm blocks) rescales it per position, so the heads' shares no longer
@@ -145,7 +149,7 @@ def attribute(bridge: Any, acts: dict[str, torch.Tensor], correct_ids: np.ndarra
     # module's own bf16 output differ by rounding, not by structure
     exact = next(bridge.original_model.parameters()).dtype == torch.float32
     scale = np.maximum(1.0, np.maximum(np.abs(attn), np.abs(heads).sum(-1)))
-    off = np.abs(heads.sum(-1) - attn) > (1e-4 if exact else 5e-2) * scale
+    off = np.abs(heads.sum(-1) + b_O - attn) > (1e-4 if exact else 5e-2) * scale
     bad_layers = np.nonzero(off.any(0))[0]
     notes = []
     if len(bad_layers):

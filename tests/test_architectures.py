@@ -144,6 +144,8 @@ def test_architecture(arch, zoo_dir):
         noted = any("per-head attribution left out" in n for n in cap.notes)
         assert noted == (not split.all()), arch
         assert split.all() == (arch not in POST_NORM), arch
+        # heads + the attention output bias's share = the layer (zoo biases start at 0;
+        # tests/test_dispatch.py covers trained biases on the organisms)
         np.testing.assert_allclose(dla["heads"][:, split].sum(-1), dla["attn"][:, split],
                                    atol=1e-4, err_msg=arch)
         if cap_:
