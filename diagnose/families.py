@@ -405,6 +405,12 @@ def _load_model(spec: ModelSpec, device: str | None, torch_dtype: torch.dtype,
                 **extra)
     except ValueError as e:
         _remove_dir(offload_dir)
+        if "Could not determine supported architecture" in str(e):
+            arch = _config_architecture(src)
+            raise ModelUnavailableError(
+                f"model {spec.id!r}: TransformerBridge (TransformerLens "
+                f"{_tl_version()}) does not support its architecture {arch}; the families "
+                "tested here are listed in the README's 'Architectures' table") from e
         if dispatch is None:
             raise
         from diagnose.dispatch import DispatchError
@@ -440,6 +446,24 @@ def _load_model(spec: ModelSpec, device: str | None, torch_dtype: torch.dtype,
         n_ctx=int(bridge.cfg.n_ctx), device=str(device), dtype=torch_dtype,
         device_map=dmap, offload_dir=offload_dir,
     )
+
+
+def _config_architecture(src: str) -> str:
+    """The architecture a local directory's config.json names (for error messages)."""
+    try:
+        cfg = json.loads((Path(src) / "config.json").read_text())
+        return f"{', '.join(cfg.get('architectures') or [])} (model_type {cfg.get('model_type')!r})"
+    except (OSError, ValueError):
+        return "(unknown: no readable config.json)"
+
+
+def _tl_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformer-lens")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout
+        return "?"
 
 
 def _remove_dir(path: str | None) -> None:

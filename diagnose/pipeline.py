@@ -258,6 +258,8 @@ def verdict_row(run: dict[str, Any]) -> dict[str, Any]:
            "notes": c.get("evidence_notes", [])}
     if label == "undetermined":
         row["reason"] = "; ".join(c.get("unreadable") or []) or cause.get("decided_by")
+    elif run.get("trend_note"):  # a single model: no trend, hence no verdict, and why
+        row["reason"] = run["trend_note"]
     skips = [m.get("n_unscorable", 0) for m in (run.get("score") or {}).get("models", [])]
     row["n_unscorable"] = skips
     return row
@@ -312,7 +314,12 @@ def run_suite(name: str, tasks: Sequence[Task | FailedTask], family: Family,
 
 
 def format_verdict(run: dict[str, Any]) -> str:
-    return format_row(verdict_row(run))
+    line = format_row(verdict_row(run))
+    for m in (run.get("score") or {}).get("models", []) if run.get("trend_note") else []:
+        if m.get("accuracy") is not None:  # one model: its own numbers stand in for a trend
+            line += (f"\n  {m['id']}: accuracy {m['accuracy']:.3f} "
+                     f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}] (95 % interval)")
+    return line
 
 
 def format_row(r: dict[str, Any]) -> str:

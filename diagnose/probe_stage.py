@@ -283,9 +283,12 @@ def model_summary(cap: Capture, rd: Readings, logit_rd: Readings | None = None,
                               "bias": float(np.mean(d["bias"][ok])),
                               "total": float(np.mean(d["total"][ok]))}
         mean = d["heads"][ok].mean(0)
-        order = np.argsort(-np.abs(mean), axis=None)[:5]
+        # heads left out (NaN: see probes.attribution) never rank among the top
+        order = [i for i in np.argsort(-np.nan_to_num(np.abs(mean), nan=-1.0), axis=None)
+                 if np.isfinite(mean.flat[i])][:5]
         rec["top_heads"] = [[int(l), int(h), float(mean[l, h])]
-                            for l, h in zip(*np.unravel_index(order, mean.shape))]
+                            for l, h in zip(*np.unravel_index(np.asarray(order, dtype=np.int64),
+                                                              mean.shape))]
     else:
         rec["attribution"], rec["top_heads"] = None, []
     return rec

@@ -105,6 +105,15 @@ def slug(model_id: str) -> str:
     return f"{base}-{hashlib.sha1(model_id.encode()).hexdigest()[:6]}"
 
 
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """A file's sha256, read in chunks (model files are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
 def content_hash(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:

@@ -173,6 +173,14 @@ def attn_W_O(bridge: Any, layer: int) -> torch.Tensor:
         return w.float().cpu().clone()
 
 
+def attn_b_O(bridge: Any, layer: int) -> torch.Tensor | None:
+    """One layer's attention output bias ``[d]`` (fp32, CPU; None where it has none)."""
+    attn = bridge.blocks[layer].attn
+    with materialized(bridge, attn):
+        b = getattr(attn, "b_O", None)
+        return None if b is None else b.detach().float().cpu().reshape(-1).clone()
+
+
 def norm_weights(bridge: Any, norm: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """A norm module's own ``weight`` and ``bias`` (fp32, CPU; None where absent)."""
     mod = _original(norm)
