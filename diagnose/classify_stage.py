@@ -131,6 +131,28 @@ def classify(model: CauseModel, ev: FamilyEvidence, views_report: dict | None = 
     }
 
 
+def classify_unscorable(task: str, views_report: dict | None, unreadable: Sequence[str],
+                        models: Sequence[Any] = ()) -> dict[str, Any]:
+    """No example could be scored by every model (e.g. a class that encodes to zero
+    tokens under the family's tokenizer): no trend, no evidence, ``undetermined``."""
+    why = list(unreadable) or ["no example could be scored by every model"]
+    return {
+        "task": task,
+        "trend": {"label": None, "confidence": None, "label_probabilities": None,
+                  "reason": "no example could be scored by every model"},
+        "cause": {"label": UNDETERMINED, "decided_by": "gate: the family cannot show "
+                  "anything on this task", "probabilities": {}, "support": {}, "p_inverse": None},
+        "tests": {c: UNTESTED for c in CAUSES},
+        "unreadable": why,
+        "untested_because": {c: "no example could be scored by every model" for c in CAUSES},
+        "views": views_report or {},
+        "evidence_level": "low", "evidence_notes": why,
+        "evidence": [f"Low evidence: {n}." for n in why],
+        "models": [{"id": s.model_id, "n_params": s.n_params,
+                    "n_scored": int(np.asarray(s.scored).sum())} for s in models],
+    }
+
+
 def classify_sequence_prob(scores: Sequence[Any], task: str, views_report: dict | None,
                            unreadable: Sequence[str], seed: int = 0) -> dict[str, Any]:
     """A sequence_prob task: the trend of its ISP loss; the cause model reads class
@@ -438,7 +460,7 @@ def family_identity(ev: FamilyEvidence) -> list[list]:
     return [[m.id, int(m.n_params)] for m in ev.models]
 
 
-__all__ = ["classify", "classify_sequence_prob", "unreadable_reasons", "TaskUnit",
+__all__ = ["classify", "classify_sequence_prob", "classify_unscorable", "unreadable_reasons", "TaskUnit",
            "validate_designs", "fit_on_units", "format_validation", "format_classification",
            "design_folds", "training_rows", "scales_inversely", "planted_units", "fit_default",
            "default_classifier_path"]

@@ -195,6 +195,14 @@ def classify_records(task: Task, caps: Sequence[Any], readings: dict | None,
         n = min(int(c.scores.scored.sum()) for c in caps)
         why = unreadable_reasons(None, unk, n_scored=n)
         return classify_sequence_prob([c.scores for c in caps], task.name, views, why, cfg.seed)
+    import numpy as np
+
+    both = np.logical_and.reduce([np.asarray(c.scores.scored, bool) for c in caps])
+    if not both.any():   # nothing to compare: the gate's verdict, without evidence
+        from diagnose.classify_stage import classify_unscorable
+
+        why = unreadable_reasons(None, unk, n_scored=0)
+        return classify_unscorable(task.name, views, why, [c.scores for c in caps])
     rds = [readings[m] for m in model_ids] if readings else [None] * len(caps)
     ev = family_evidence(task.name, list(caps), rds, task.metadata)
     why = unreadable_reasons(ev, unk, task.n_classes)

@@ -410,6 +410,8 @@ def _trends(models: list[tuple[float, list[str], np.ndarray | None, np.ndarray]]
             min_effect_accuracy: float | None = None, min_effect_loss: float | None = None,
             **kw: Any) -> dict[str, Trend | None]:
     sizes, correct, loss, _ = _aligned(models)
+    if loss.shape[1] == 0:   # no example every model could score: nothing to compare
+        return {"accuracy": None, "loss": None}
     acc = None
     if correct is not None and correct.shape[1]:
         acc = trend_from_outcomes(sizes, correct, higher_is_better=True, metric="accuracy",

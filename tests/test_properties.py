@@ -139,3 +139,23 @@ def test_odd_classes_go_through_every_stage(tokenizers_and_models, tmp_path, kin
     for s in mit["strategies"]:
         assert s["n_compared"] <= n_eval and s["n_compared"] >= n_eval - max(skips)
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_task_no_model_can_score_is_undetermined_not_an_error(tokenizers_and_models, tmp_path):
+    """Every example has a class that encodes to zero tokens under a word-level tokenizer:
+    no trend, the verdict ``undetermined`` with the reason, every stage still writes."""
+    from diagnose.pipeline import RunConfig, run_task
+
+    path = tmp_path / "single-space.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"the cat sat on the {w}", "classes": [" ", " mat"],
+                                          "answer_index": 1}) for w in WORDS[:6]) + "\n")
+    fam = tokenizers_and_models["word"]
+    clf = tmp_path / "none.json"   # the gate decides before any classifier is read
+    run = run_task(load_task(path), fam, tmp_path / "run", RunConfig(
+        classifier=str(clf), mitigations=("pad",), patch_limit=4), progress=False)
+    assert [m["n_unscorable"] for m in run["score"]["models"]] == [6, 6]
+    assert run["trend"] == {"accuracy": None, "loss": None}
+    c = run["classification"]
+    assert c["cause"]["label"] == "undetermined"
+    assert any("only 0 examples could be scored" in r for r in c["unreadable"])
+    assert (tmp_path / "run" / "report.html").is_file()
