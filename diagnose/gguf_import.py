@@ -78,7 +78,6 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
                 return rec
         raise GGUFImportError(f"{dest} exists and is not empty; choose another --out or pass "
                            "--overwrite")
-    _require_gguf()
     licence = None
     with tempfile.TemporaryDirectory(prefix="gguf-import-") as tmp:
         if zipfile.is_zipfile(src):
@@ -106,6 +105,7 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike, member: str | N
             gguf_path = Path(tmp) / src.name
             os.symlink(src.resolve(), gguf_path)
             archive = {}
+        _require_gguf()   # after the checks that need no package: a wrong file says so
         meta = _gguf_metadata(gguf_path)
         licence = licence or meta.get("license")
         model, tok = _load(gguf_path)
