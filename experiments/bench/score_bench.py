@@ -141,7 +141,7 @@ def forward_flops(model_dir: str, task) -> tuple[float, int]:
 
     cfg = AutoConfig.from_pretrained(model_dir)
     model = load_model(model_dir, device="cpu")
-    reqs, _ = build_requests(task, model)
+    reqs, _, _ = build_requests(task, model)
     plan = plan_reads(reqs)
     d, L, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     emb = sum(p.numel() for n, p in model.bridge.original_model.named_parameters()
