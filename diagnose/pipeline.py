@@ -333,7 +333,9 @@ def format_verdict(run: dict[str, Any]) -> str:
 def format_row(r: dict[str, Any]) -> str:
     if r.get("error"):
         return f"{r['task']}: FAILED ({r['error']})"
-    s = f"{r['task']}: trend {r['trend']} ({r['trend_confidence']:.2f}); verdict {r['cause']}"
+    trend = ("none" if r.get("trend") in (None, "-")
+             else f"{r['trend']} ({r['trend_confidence']:.2f})")
+    s = f"{r['task']}: trend {trend}; verdict {r['cause']}"
     if r.get("cause_p") is not None and r["cause"] not in ("-", "no_inverse_scaling"):
         s += f" (p={r['cause_p']:.2f})"
     if r.get("reason"):
