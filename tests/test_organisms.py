@@ -443,3 +443,17 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
             assert toks[-2] == opts[1], line  # the second option
             n["break_rule"] = n.get("break_rule", 0) + 1
     assert all(v > 0 for v in n.values()) and n.get("break_rule"), n
+
+
+def test_every_planted_and_control_task_has_its_diagnosis_script():
+    """``experiments/tasks/<task>.py`` runs ``diagnose run <task>``: one per built-in task."""
+    from pathlib import Path
+
+    from experiments.organisms.config import OrganismConfig
+    from experiments.organisms.planted import planted_tasks
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "tasks"
+    for t in planted_tasks(OrganismConfig.default(), "all", controls=True):
+        script = root / f"{t.name}.py"
+        assert script.is_file(), f"no diagnosis script for {t.name}"
+        assert f'diagnose_task("{t.name}")' in script.read_text()

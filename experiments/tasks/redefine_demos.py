@@ -1,0 +1,9 @@
+"""Diagnose the planted task redefine_demos (design redefine) on the model
+organisms; extra flags go to `diagnose run` (e.g. --out DIR, --family F)."""
+
+import sys
+
+from experiments.tasks import diagnose_task
+
+if __name__ == "__main__":
+    sys.exit(diagnose_task("redefine_demos"))
