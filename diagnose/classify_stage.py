@@ -134,8 +134,9 @@ def classify(model: CauseModel, ev: FamilyEvidence, views_report: dict | None = 
 def classify_unscorable(task: str, views_report: dict | None, unreadable: Sequence[str],
                         models: Sequence[Any] = ()) -> dict[str, Any]:
     """No example could be scored by every model (e.g. a class that encodes to zero
-    tokens under the family's tokenizer): no trend, no evidence, ``undetermined``."""
-    why = list(unreadable) or ["no example could be scored by every model"]
+    tokens under the family's tokenizer): no trend, no evidence, ``undetermined``;
+    ``unreadable``: the gate's reasons (``unreadable_reasons``)."""
+    why = list(unreadable)
     return {
         "task": task,
         "trend": {"label": None, "confidence": None, "label_probabilities": None,

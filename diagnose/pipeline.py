@@ -186,23 +186,22 @@ def classify_records(task: Task, caps: Sequence[Any], readings: dict | None,
                      model_ids: Sequence[str], views: dict, cfg: RunConfig) -> dict[str, Any]:
     """The verdict from the records: the classifier reads the same readings the probe
     report plots."""
-    from diagnose.classify_stage import (classify, classify_sequence_prob,
+    import numpy as np
+
+    from diagnose.classify_stage import (classify, classify_sequence_prob, classify_unscorable,
                                          unreadable_reasons)
     from diagnose.evidence import family_evidence
 
     unk = [c.tokens.get("unk_share") for c in caps]
+    scores = [c.scores for c in caps]
+    if not np.logical_and.reduce([np.asarray(s.scored, bool) for s in scores]).any():
+        # nothing every model scored (any format): no trend, the gate's verdict
+        return classify_unscorable(task.name, views, unreadable_reasons(None, unk, n_scored=0),
+                                   scores)
     if task.format == "sequence_prob":
-        n = min(int(c.scores.scored.sum()) for c in caps)
+        n = min(int(s.scored.sum()) for s in scores)
         why = unreadable_reasons(None, unk, n_scored=n)
-        return classify_sequence_prob([c.scores for c in caps], task.name, views, why, cfg.seed)
-    import numpy as np
-
-    both = np.logical_and.reduce([np.asarray(c.scores.scored, bool) for c in caps])
-    if not both.any():   # nothing to compare: the gate's verdict, without evidence
-        from diagnose.classify_stage import classify_unscorable
-
-        why = unreadable_reasons(None, unk, n_scored=0)
-        return classify_unscorable(task.name, views, why, [c.scores for c in caps])
+        return classify_sequence_prob(scores, task.name, views, why, cfg.seed)
     rds = [readings[m] for m in model_ids] if readings else [None] * len(caps)
     ev = family_evidence(task.name, list(caps), rds, task.metadata)
     why = unreadable_reasons(ev, unk, task.n_classes)

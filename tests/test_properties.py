@@ -159,3 +159,19 @@ def test_a_task_no_model_can_score_is_undetermined_not_an_error(tokenizers_and_m
     assert c["cause"]["label"] == "undetermined"
     assert any("only 0 examples could be scored" in r for r in c["unreadable"])
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_sequence_prob_task_no_model_can_score_is_undetermined(tokenizers_and_models, tmp_path):
+    """The same for a sequence_prob task whose completions encode to zero tokens."""
+    from diagnose.pipeline import RunConfig, run_task
+
+    path = tmp_path / "space-completion.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"the cat sat on the {w}", "completion": " "})
+                              for w in WORDS[:6]) + "\n")
+    run = run_task(load_task(path), tokenizers_and_models["word"], tmp_path / "run",
+                   RunConfig(classifier=str(tmp_path / "none.json"), mitigations=()),
+                   progress=False)
+    assert [m["n_unscorable"] for m in run["score"]["models"]] == [6, 6]
+    c = run["classification"]
+    assert c["cause"]["label"] == "undetermined" and c["trend"]["label"] is None
+    assert any("only 0 examples could be scored" in r for r in c["unreadable"])
