@@ -103,16 +103,18 @@ def build_family(
             shutil.rmtree(tmp)
         ckpts: list[dict] = []
 
+        def save(model, where: Path) -> None:   # a loadable model directory
+            model.save_pretrained(str(where), safe_serialization=True)
+            tok.save_pretrained(str(where))
+
         def save_checkpoint(step: int, model, tmp=tmp, ckpts=ckpts) -> None:
             rel = f"checkpoints/step{step}"
-            model.save_pretrained(str(tmp / rel), safe_serialization=True)
-            tok.save_pretrained(str(tmp / rel))
+            save(model, tmp / rel)
             ckpts.append({"step": step, "path": rel})
 
         res = train_model(size, windows, len(vocab), cfg.train, cfg.seed, log=log,
                           on_checkpoint=save_checkpoint)
-        res.model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
+        save(res.model, tmp)
         n_params = sum(p.numel() for p in res.model.parameters())
         record = {
             "id": size.name,

@@ -25,6 +25,7 @@ from diagnose.store import write_json
 
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
 SHIP_MANIFEST = "shipped.json"
+CHECKPOINTS_OF = ("largest", "all", "none")   # whose training checkpoints ``ship`` copies
 
 
 class ShippedFamilyError(RuntimeError):
@@ -88,7 +89,7 @@ def ship(family_dir: str | Path, root: Path | None = None,
     of ``checkpoints_of``: ``largest``, ``all`` or ``none``) into the shipped folder with
     a checksummed manifest. The checkpoints are 3x the weights of their model; without
     them the training-time axis needs ``diagnose organisms build --retrain``."""
-    if checkpoints_of not in ("largest", "all", "none"):
+    if checkpoints_of not in CHECKPOINTS_OF:
         raise ValueError(f"checkpoints_of={checkpoints_of!r}: use largest, all or none")
     from .family import MANIFEST, load_config
 
@@ -136,7 +137,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("family_dir")
     ap.add_argument("--root", default=None, help="shipped folder (default: the package's)")
-    ap.add_argument("--checkpoints", default="largest", choices=("largest", "all", "none"),
+    ap.add_argument("--checkpoints", default="largest", choices=CHECKPOINTS_OF,
                     help="whose training checkpoints to ship (default: the largest model's)")
     a = ap.parse_args(argv)
     dest = ship(a.family_dir, Path(a.root) if a.root else None, checkpoints_of=a.checkpoints)
