@@ -345,6 +345,14 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
                 "controls_no_inverse": float(np.mean(ctrl)) if ctrl else None}
 
     main = summary(preds["main"])
+
+    def views_of(u: TaskUnit) -> list[str]:
+        return [v for v in VIEWS if _presence(feats[u.task][0])[list(VIEWS).index(v)]]
+
+    # the tasks where which views exist cannot tell the cause: their views (beside
+    # no_context, which every classification task has) test more than one cause
+    crossings = [u for u in units if not u.control and len(
+        {VIEWS[v].tests for v in views_of(u) if v != "no_context"}) > 1]
     blocks = sorted({n for c in CAUSES for n in cause_block(c)} | set(SHARED_FEATURES))
     return {
         "protocol": "leave-one-design-out", **main, "labels": list(VERDICTS),
@@ -362,13 +370,19 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
                 float(np.mean(unchanged)) if unchanged else None),
             "n_removals": len(unchanged),
             "main_model_reads_presence": False,
+            "crossings": {
+                "what": "planted tasks whose views test more than one cause",
+                "tasks": [u.task for u in crossings],
+                "accuracy": {k: (float(np.mean([preds[k][u.task] == u.label for u in crossings]))
+                                 if crossings else None) for k in ("main", "presence_only")},
+            },
         },
         "units": [{"task": u.task, "design": u.design, "planted": u.planted,
                    "control": u.control, "true": u.label, "pred": preds["main"][u.task],
                    "pred_lens_probe_only": preds["lens_probe_only"][u.task],
                    "pred_views_only": preds["views_only"][u.task],
                    "pred_presence_only": preds["presence_only"][u.task],
-                   "views": [v for v in VIEWS if _presence(feats[u.task][0])[list(VIEWS).index(v)]],
+                   "views": views_of(u),
                    "trend": feats[u.task][1]["label"]} for u in units],
         "augment": augment, "seed": seed,
     }
@@ -393,6 +407,11 @@ def format_validation(v: dict[str, Any]) -> str:
     lines.append(f"lens/probe-only model: {v['lens_probe_only']['accuracy']:.3f}; views-only "
                  f"model: {v['views_only']['accuracy']:.3f}; presence-only model: "
                  f"{v['presence_ablation']['presence_only']['accuracy']:.3f}")
+    x = v["presence_ablation"].get("crossings") or {}
+    if x.get("tasks"):
+        lines.append(f"on the {len(x['tasks'])} planted tasks whose views test more than one cause "
+                     f"({', '.join(x['tasks'])}): main {x['accuracy']['main']:.3f}, presence-only "
+                     f"{x['accuracy']['presence_only']:.3f}")
     u = v["presence_ablation"]["label_unchanged_when_a_view_not_in_play_is_removed"]
     if u is not None:
         lines.append(f"label unchanged when a view whose cause is not the label is removed: "

@@ -285,22 +285,21 @@ def run_suite(name: str, tasks: Sequence[Task | FailedTask], family: Family,
               progress: bool = True, executor: Any = None) -> list[dict[str, Any]]:
     """Every task; a task that fails is recorded (``error``) and the others go on. Each
     task's records are cached, so a killed suite resumes. ``executor``
-    (``diagnose.executors``; default local) computes the (task, model) units; each task's
-    family-level stages run here once its units are in."""
+    (``diagnose.executors``) computes the (task, model) units; without one ``run_task``
+    computes them here, one model in memory at a time. Each task's family-level stages run
+    here once its units are in."""
     from diagnose.report import render_index
 
     out = Path(out_dir)
-    if executor is None:
-        from diagnose.executors import LocalExecutor
-
-        executor = LocalExecutor()
-    executor.submit([t for t in tasks if not isinstance(t, FailedTask)], family, out, cfg)
+    if executor is not None:
+        executor.submit([t for t in tasks if not isinstance(t, FailedTask)], family, out, cfg)
     rows = []
     for task in tasks:
         try:
             if isinstance(task, FailedTask):
                 raise RuntimeError(task.error)
-            executor.wait(task.name)
+            if executor is not None:
+                executor.wait(task.name)
             run = run_task(task, family, out / task.name, cfg, progress, executor=executor)
             rows.append(verdict_row(run))
         except KeyboardInterrupt:

@@ -169,6 +169,9 @@ def test_leave_one_design_out_on_synthetic_mechanisms():
     assert pa["label_unchanged_when_a_view_not_in_play_is_removed"] == 1.0
     # the crossed design B defeats a model that reads only which views exist
     assert pa["presence_only"]["accuracy"] < v["accuracy"]
+    x = pa["crossings"]
+    assert x["tasks"] and all(u["design"].endswith("-B") for u in v["units"] if u["task"] in x["tasks"])
+    assert x["accuracy"]["main"] > x["accuracy"]["presence_only"]
     assert set(v["lens_probe_only"]) >= {"accuracy", "confusion", "features"}
 
 

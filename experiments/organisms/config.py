@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+MANIFEST = "family.json"   # a trained family's manifest, beside its config.json
 
 
 @dataclass(frozen=True)
@@ -227,3 +230,8 @@ class OrganismConfig:
             ModelSize("tiny-d32", 32, 2, 2, 3e-3, 30),
         )
         return cls(corpus=corpus, sizes=sizes, train=TrainConfig(seq_len=64, batch_size=16), n_test=40)
+
+
+def load_config(family_dir: str | Path) -> OrganismConfig:
+    """The config a family directory was trained from (its ``config.json``)."""
+    return OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))

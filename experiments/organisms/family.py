@@ -18,12 +18,11 @@ from pathlib import Path
 
 from diagnose.store import write_json
 
-from .config import OrganismConfig
+from .config import MANIFEST, OrganismConfig, load_config  # noqa: F401 - load_config: the family's face
 from .corpus import generate_corpus
 from .tokenizer import build_tokenizer
 from .train import pack_windows, train_model
 
-MANIFEST = "family.json"
 MODEL_RECORD = "organism.json"  # written last inside a model dir: marks it complete
 
 
@@ -38,10 +37,6 @@ def cache_root() -> Path:
 def family_dir_for(cfg: OrganismConfig, cache_dir: str | Path | None = None) -> Path:
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     return root / "organisms" / cfg.config_hash()[:12]
-
-
-def load_config(family_dir: str | Path) -> OrganismConfig:
-    return OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))
 
 
 def is_complete(model_dir: Path) -> bool:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from diagnose.store import write_json
 
+from .config import MANIFEST, load_config
+
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
 SHIP_MANIFEST = "shipped.json"
 CHECKPOINTS_OF = ("largest", "all", "none")   # whose training checkpoints ``ship`` copies
@@ -91,7 +93,6 @@ def ship(family_dir: str | Path, root: Path | None = None,
     them the training-time axis needs ``diagnose organisms build --retrain``."""
     if checkpoints_of not in CHECKPOINTS_OF:
         raise ValueError(f"checkpoints_of={checkpoints_of!r}: use largest, all or none")
-    from .family import MANIFEST, load_config
 
     family_dir = Path(family_dir)
     cfg = load_config(family_dir)
