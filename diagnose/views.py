@@ -212,6 +212,11 @@ def _header(first: str, others: Sequence[str]) -> str:
             return ""
         cut = m.end()
         return first[:cut] if first[cut:].startswith(t) and cut > 0 else ""
+    # segments of one template ("p9 : a or b ? ... then", "p4 : ...") have one length; a
+    # first segment of that length has no header, whatever its first ":" splits off
+    lengths = {len(o.split()) for o in others}
+    if len(lengths) == 1 and len(first.split()) in lengths:
+        return ""
     m = re.search(r"[:\n]\s*", first)
     if not m or any(o.startswith(first[:m.start()].strip()) for o in others):
         return ""

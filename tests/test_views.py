@@ -53,6 +53,15 @@ def test_demonstrations_are_parsed_with_their_header_and_rendered_back():
     assert d.render() == q
     # a cue followed by a class inside running text is not a demonstration
     assert parse_demonstrations("is e7 a c3 or a c9 ? not a c3 . answer : a", (" c9", " c3")) is None
+    # segments of one template that begin "<key> :" have no header: the first key stays
+    t = "p9 : q1 or q2 ? not q1 . so p9 then q2 ; p4 : q3 or q1 ? not q3 . so p4 then q1 ; " \
+        "p7 : q2 or q3 ? not q2 . so p7 then"
+    d = parse_demonstrations(t, (" q1", " q2"))
+    assert d.header == "" and d.query == "p7 : q2 or q3 ? not q2 . so p7 then"
+    assert d.demos[0].text.startswith("p9 :")
+    # a real header of the same shape is still split off ("label :" before templated demos)
+    assert parse_demonstrations("rate : t1 x5 = up , t2 x5 = up , t3 x5 =", (" up", " down")).header \
+        == "rate : "
 
 
 def test_demonstration_views_keep_the_query_and_its_answer():
