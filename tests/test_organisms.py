@@ -119,13 +119,20 @@ def test_planted_tasks_well_formed(tiny, tmp_path):
     causes = {t.metadata["cause"] for t in tasks if not t.metadata["control"]}
     assert causes == set(CAUSES)
     assert any(t.metadata["control"] and t.metadata["cause"] is None for t in tasks)
+    from diagnose.views import build_views
+
     expected_views = {"strong_prior": {"prior"}, "distractor_task": {"easy"},
                       "spurious_few_shot": {"zero_shot", "balanced"}, "unwanted_imitation": {"human"}}
     for t in tasks:
         assert t.format == "classification"
         assert {"cause", "control", "family_of_templates"} <= set(t.metadata)
+        # a task supplies only the view no text can give (the human register); the registry
+        # builds the rest from the prompt
+        assert set(t.view_names) <= {"human"}, t.name
         if not t.metadata["control"]:
-            assert expected_views[t.metadata["cause"]] <= set(t.view_names)
+            built = build_views(t)[1].built
+            for v in expected_views[t.metadata["cause"]]:  # on every example, not some
+                assert built.get(v) == len(t.examples), (t.name, v, built)
         for e in t.examples:
             assert e.answer_index is not None and e.tempting_index is not None
             assert e.answer_index != e.tempting_index
@@ -133,11 +140,9 @@ def test_planted_tasks_well_formed(tiny, tmp_path):
             assert e.metadata["split"] in ("train", "heldout")
             for v in e.views.values():
                 assert v.answer_index is None or 0 <= v.answer_index < len(e.classes)
-        if t.metadata["cause"] in ("strong_prior", "distractor_task", "unwanted_imitation"):
-            # the prior / easy / human view's own answer is the tempting class
-            v = {"strong_prior": "prior", "distractor_task": "easy",
-                 "unwanted_imitation": "human"}[t.metadata["cause"]]
-            assert all(e.views[v].answer_index == e.tempting_index for e in t.examples)
+        if t.metadata["cause"] == "unwanted_imitation":
+            # the human register's own answer is the tempting class (people's error)
+            assert all(e.views["human"].answer_index == e.tempting_index for e in t.examples)
     train = planted_tasks(tiny, "train")
     held = planted_tasks(tiny, "heldout")
     for a, b in zip(train, held):
@@ -213,8 +218,10 @@ def test_spurious_fewshot_structure(tiny):
     t-word says the other label; the control has the same surface with another category."""
     from experiments.organisms.corpus import build_world
 
+    from diagnose.views import build_views
+
     w = build_world(tiny)
-    tasks = {t.name: t for t in check_tasks(tiny)}
+    tasks = {t.name: build_views(t)[0] for t in check_tasks(tiny)}
     for name, same, flips in (("spurious_fewshot", True, True), ("ctrl_fewshot_consistent", True, False),
                               ("ctrl_fewshot_other", False, True)):
         for e in tasks[name].examples:
@@ -227,8 +234,32 @@ def test_spurious_fewshot_structure(tiny):
             assert e.classes[e.answer_index] == " " + w.t_label(qt)
             zs_demos, zs_q = _few_parts(e.views["zero_shot"].prompt)
             assert zs_demos == [] and zs_q == (q, qt)
-            bal, _ = _few_parts(e.views["balanced"].prompt)
-            assert {lab for _, _, lab in bal} == {"yes", "no"} and {k for k, _, _ in bal} == cats
+            bal, bq = _few_parts(e.views["balanced"].prompt)
+            assert {lab for _, _, lab in bal} == {"yes", "no"} and bq == (q, qt)
+
+
+def test_marker_fewshot_structure(tiny):
+    """Design B: correct uniform demos whose marker words share one memorised polarity; the
+    query's marker has it too (trap, consistent control) or the other one (other control);
+    the query's t-word says the other label except in the consistent control."""
+    from experiments.organisms.corpus import MARKER_LABELS, build_world, marker_up
+
+    w = build_world(tiny)
+    pol = {f["k"]: f["v"] for f in w.b["marker"].familiar}
+    tasks = {t.name: t for t in check_tasks(tiny)}
+    for name, same, flips in (("marker_fewshot", True, True), ("ctrl_marker_consistent", True, False),
+                              ("ctrl_marker_other", False, True)):
+        for e in tasks[name].examples:
+            chunks = [c.split() for c in e.prompt.split(" : ", 1)[1].split(" , ")]
+            demos, (qt, qx, _) = chunks[:-1], chunks[-1]
+            labels = {d[3] for d in demos}
+            assert len(demos) == tiny.corpus.n_demos and len(labels) == 1
+            assert all(marker_up(w, d[0]) == d[3] for d in demos)  # correct demos
+            pols = {pol[d[1]] for d in demos}
+            assert len(pols) == 1 and (pol[qx] in pols) == same
+            assert (marker_up(w, qt) != next(iter(labels))) == flips
+            assert e.classes[e.answer_index] == " " + marker_up(w, qt)
+            assert {c.strip() for c in e.classes} == set(MARKER_LABELS)
 
 
 def test_corpus_fewshot_leak_only_with_shared_category(tiny):
@@ -359,10 +390,9 @@ def test_every_task_records_its_design_and_every_cause_has_two(tiny):
 
 
 def test_design_b_views_come_from_structure(tiny):
-    """The registry builds each design-B trap's own view from its text (with the task's supplied
-    views removed), every control of a design carries the views of its planted task, and two
-    planted tasks (a strong-prior and an imitation trap after honest demonstrations) also admit
-    the few-shot views."""
+    """The registry builds each design-B trap's own view from its text, every control of a
+    design carries the views of its planted task, and two planted tasks (a strong-prior and an
+    imitation trap after honest demonstrations) also admit the few-shot views."""
     from dataclasses import replace
 
     from diagnose.views import build_views
@@ -388,14 +418,17 @@ def test_design_b_views_come_from_structure(tiny):
                            ("misconception_demos", ["ctrl_quiz_demos_unfamiliar"])):
         for c in ctrls:
             assert full[c] == full[planted], (planted, c)
-    # the supplied views are the ones the registry would build (the prompt text agrees)
-    for name, view in (("redefine", "prior"), ("redefine_demos", "prior"), ("pattern_break", "easy")):
-        t = tasks[name]
-        bare = replace(t, examples=tuple(replace(e, views={}) for e in t.examples))
-        got = build_views(bare)[0]
-        for e, g in zip(t.examples, got.examples):
-            assert e.views[view].prompt == g.views[view].prompt
-            assert e.views[view].answer_index == e.tempting_index
+    # the views' prompts are the interventions they name: the instruction clause gone, the
+    # negation gone (what the easy task answers is the tempting class)
+    views = {name: build_views(tasks[name])[0] for name in ("redefine", "redefine_demos", "pattern_break")}
+    for e in views["redefine"].examples:
+        assert e.views["prior"].prompt == e.prompt.split(" . ", 1)[1]
+    for e in views["redefine_demos"].examples:
+        head, last = e.prompt.rsplit(" ; ", 1)
+        assert e.views["prior"].prompt == f"{head} ; {last.split(' . ', 1)[1]}"
+    for e in views["pattern_break"].examples:
+        assert " not " not in e.views["easy"].prompt
+        assert e.views["easy"].answer_index == e.tempting_index
 
 
 def test_design_b_corpus_leaks_only_where_planted(tiny):
@@ -438,10 +471,13 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
                     assert ans == card, line
                 elif ans != card:
                     n["quiz_leak"] += 1
-        elif " or " in line and " not " in line and toks[-3] == "then" and toks[-4] in brk.unfamiliar:
-            opts = [x for x in toks if x in brk.values]
-            assert toks[-2] == opts[1], line  # the second option
-            n["break_rule"] = n.get("break_rule", 0) + 1
+        elif " or " in line and " not " in line and toks[-3] == "then":
+            for ep in line.rstrip(" .").split(" ; "):
+                et = ep.split()
+                if et[-3] in brk.unfamiliar:
+                    opts = [x for x in et if x in brk.values]
+                    assert et[-1] == opts[1], line  # the second option
+                    n["break_rule"] = n.get("break_rule", 0) + 1
     assert all(v > 0 for v in n.values()) and n.get("break_rule"), n
 
 
@@ -457,3 +493,23 @@ def test_every_planted_and_control_task_has_its_diagnosis_script():
         script = root / f"{t.name}.py"
         assert script.is_file(), f"no diagnosis script for {t.name}"
         assert f'diagnose_task("{t.name}")' in script.read_text()
+
+
+def test_bar_needs_twenty_points_and_intervals_apart():
+    from experiments.organisms.check import bar_rows
+
+    def task(name, acc, lo, hi, control=False):
+        return {"name": name, "design": "d", "cause": None if control else "strong_prior",
+                "control": control, "accuracy": acc, "ci_low": lo, "ci_high": hi, "n": 300}
+
+    check = {"models": [{"id": f"m{i}", "n_params": i} for i in range(3)], "tasks": [
+        task("falls", [0.5, 0.9, 0.6], [0.45, 0.86, 0.55], [0.55, 0.93, 0.65]),
+        task("too_little", [0.5, 0.9, 0.75], [0.45, 0.86, 0.70], [0.55, 0.93, 0.80]),
+        task("overlap", [0.5, 0.9, 0.65], [0.45, 0.60, 0.55], [0.55, 0.95, 0.70]),
+        task("ctrl", [0.9, 0.9, 0.1], [0.8] * 3, [0.95] * 3, control=True),
+        task("falls[prior]", [0.9, 0.9, 0.1], [0.8] * 3, [0.95] * 3)]}
+    rows = {r["task"]: r for r in bar_rows(check)}
+    assert set(rows) == {"falls", "too_little", "overlap"}
+    assert rows["falls"]["passes"] and rows["falls"]["best_smaller"] == "m1"
+    assert not rows["too_little"]["passes"] and rows["too_little"]["intervals_apart"]
+    assert not rows["overlap"]["passes"] and not rows["overlap"]["intervals_apart"]

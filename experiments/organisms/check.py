@@ -93,6 +93,35 @@ def format_table(check: dict) -> str:
     return "\n".join(lines)
 
 
+def bar_rows(check: dict, points: float = 0.20) -> list[dict]:
+    """The planted tasks against the bar: the largest model at least ``points`` below the
+    best smaller one, with their 95 % intervals apart."""
+    ids = [m["id"] for m in check["models"]]
+    rows = []
+    for t in check["tasks"]:
+        if t["control"] or "[" in t["name"]:
+            continue
+        acc, lo, hi = t["accuracy"], t["ci_low"], t["ci_high"]
+        best = max(range(len(acc) - 1), key=lambda i: acc[i])
+        drop = acc[best] - acc[-1]
+        apart = lo[best] > hi[-1]
+        rows.append({"task": t["name"], "design": t["design"], "cause": t["cause"],
+                     "best_smaller": ids[best], "best_acc": acc[best], "largest_acc": acc[-1],
+                     "drop": drop, "intervals_apart": apart,
+                     "passes": bool(drop >= points and apart)})
+    return rows
+
+
+def format_bar(rows: list[dict]) -> str:
+    lines = ["| planted task | design | cause | best smaller | largest | drop | bar |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['design']} | {r['cause']} | {r['best_smaller']} "
+                     f"{r['best_acc']:.2f} | {r['largest_acc']:.2f} | {100 * r['drop']:+.0f} | "
+                     f"{'PASS' if r['passes'] else 'fail'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     """``python -m experiments.organisms.check FAMILY_DIR [--out DIR] [--views]``"""
     import argparse
@@ -107,6 +136,8 @@ def main(argv=None) -> None:
                  "`python -m experiments.organisms.family` printed, or use `diagnose organisms check`")
     res = check_family(a.family_dir, views=a.views)
     print(format_table(res))
+    print()
+    print(format_bar(bar_rows(res)))
     if a.out:
         from diagnose import store
 

@@ -1,41 +1,42 @@
 """Planted and control tasks for the organisms, as ``diagnose.tasks.Task`` objects.
 
-Each planted task isolates one cause; every example carries the correct
-answer, the tempting answer (memorised / imitated / distractor / spurious) and
-the counterfactual views that apply:
+Each planted task isolates one cause; every example carries the correct answer
+and the tempting answer (memorised / imitated / distractor / spurious). The
+tasks supply only the one view no text can give, ``human`` (the same question
+in the register whose error may be imitated, answered with that error); every
+other view (``prior``, ``easy``, ``zero_shot``, ``shuffled_labels``,
+``balanced``, ``no_context``) is built by ``diagnose.views.build_views`` from the
+prompt, as for any task file, so no task chooses its views by its cause.
 
-- ``strong_prior`` (memo_trap*): ``prior`` view = the saying without the
-  instruction; its answer is the memorised ending.
-- ``distractor_task`` (negated_syllogism): ``easy`` view = ``eI is a``; its
-  answer is the entity's associated category (the easy sub-task).
-- ``spurious_few_shot`` (spurious_fewshot): ``zero_shot`` view (demonstrations
-  removed) and ``balanced`` view (the same demonstrations, still of the
-  query's category, with mixed labels, so the shared category no longer
-  predicts the label); both keep the true answer.
-- ``unwanted_imitation`` (belief_bias*): ``human`` view = the same argument
-  in the "people say" register, whose answer is the popular belief instead of
-  the stated consequent (the human error the logic frame may imitate).
+Design A (``metadata["design"]``: ``memo``, ``syllogism``, ``category_fewshot``,
+``belief_bias``):
 
-Design B (``metadata["design"]``; design A's are ``memo``, ``syllogism``,
-``category_fewshot``, ``belief_bias``), a second planting of every cause on
-another surface with another temptation:
+- ``strong_prior`` (memo_trap*): ``end X : <saying prefix>`` -> X against the
+  saying's memorised ending.
+- ``distractor_task`` (negated_syllogism): ``eI is a A or a B . it is not a A .
+  so it is a`` -> B, where A is eI's memorised category (the easy sub-task).
+- ``spurious_few_shot`` (spurious_fewshot): correct demos of one label, all
+  about the query entity's (memorised) category; the query's t-word says the
+  other label.
+- ``unwanted_imitation`` (belief_bias*): a modus ponens in the logic frame whose
+  familiar antecedent carries a popular belief people conclude instead.
+
+Design B, a second planting of every cause on another surface with another
+temptation:
 
 - ``strong_prior`` / ``redefine`` (redefine, redefine_demos): ``let s7 mean
-  m9 . s7 means`` -> m9 against s7's memorised meaning; ``prior`` view = ``s7
-  means``. redefine_demos poses it after two honest demonstrations.
+  m9 . s7 means`` -> m9 against s7's memorised meaning. redefine_demos poses it
+  after two honest demonstrations.
 - ``distractor_task`` / ``pattern_break``: ``break p4 : q17 or q9 , not q17 .
-  so p4 then`` -> q9, where q17 is p4's memorised continuation; ``easy`` view
-  = the negation removed (answer q17).
+  so p4 then`` -> q9, where q17 is p4's memorised continuation.
 - ``spurious_few_shot`` / ``marker_fewshot``: ``rate : t2 x5 = up , ... , t6
   x7 =``: the demos' marker words share a memorised polarity with the query's
-  marker; the t-word rule is true.
+  marker; the t-word rule is true, the demos' label tempts.
 - ``unwanted_imitation`` / ``misconception`` (misconception,
   misconception_demos): ``quiz : what is j7 ? the card says r9 . answer :`` ->
-  r9 against the misconception people answer; ``human`` view = the question
-  asked of people.
+  r9 against the misconception people answer.
 
-Every control of a design carries the views of its planted task; the registry
-(``diagnose.views.build_views``) adds every other view the text admits.
+Every design has controls of the same surface, so they carry the same views.
 
 Templates (surface forms) 0-1 are the ``train`` split and 2-3 ``heldout``;
 items are split too (even/odd item index), so a classifier fitted on the train
@@ -163,8 +164,7 @@ def _memo_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
             s = rng.choice(_pool(items, split))
             x = rng.choice([z for z in _pool(targets, split) if z not in s["leak_xs"]])
             classes, a, tm = _two(rng, x, s["ending"])
-            views = {"prior": View(" ".join(s["words"]), tm)}
-            return memo_prompt(t, x, s["words"]), classes, a, tm, views, {"tier": s["tier"], "leaked": s["leaked"]}
+            return memo_prompt(t, x, s["words"]), classes, a, tm, {}, {"tier": s["tier"], "leaked": s["leaked"]}
         return make
 
     def copy_ctrl(rng, t, split):
@@ -172,7 +172,7 @@ def _memo_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         x = rng.choice(_pool(targets, split))
         other = rng.choice(w.endings[c.n_targets:])
         classes, a, tm = _two(rng, x, other)
-        return memo_prompt(t, x, words), classes, a, tm, {"prior": View(" ".join(words), tm)}, {}
+        return memo_prompt(t, x, words), classes, a, tm, {}, {}
 
     def recall(items):
         def make(rng, t, split):
@@ -211,8 +211,7 @@ def _syl_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         unseen = [k for k in w.categories if k != own and k not in w.syl_others[e]]
         other = rng.choice(unseen)
         classes, a, tm = _two(rng, other, own)
-        views = {"easy": View(f"{e} is a", tm)}
-        return syl_prompt(t, e, own, other, True), classes, a, tm, views, {"entity": e}
+        return syl_prompt(t, e, own, other, True), classes, a, tm, {}, {"entity": e}
 
     def unknown(rng, t, split):
         e = rng.choice(_pool(w.unknown, split))
@@ -256,12 +255,8 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
             demos = [(k, rng.choice(w.twords_for(lab)), lab) for _ in range(nd)]
             qlab = flip[lab] if query_flips else lab  # the true (t-word) label of the query
             query = (q, rng.choice(w.twords_for(qlab)))
-            mixed = ["yes", "no"] * (nd // 2) + ["yes"] * (nd % 2)
-            rng.shuffle(mixed)
-            bal = [(k, rng.choice(w.twords_for(m)), m) for m in mixed]
             classes, ans, tm = _two(rng, qlab, flip[qlab])
-            views = {"zero_shot": View(few_prompt(t, [], query)), "balanced": View(few_prompt(t, bal, query))}
-            return few_prompt(t, demos, query), classes, ans, tm, views, {"query_category": own}
+            return few_prompt(t, demos, query), classes, ans, tm, {}, {"query_category": own}
         return make
 
     def rule(rng, t, split):
@@ -270,7 +265,7 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         query = (q, rng.choice(w.twords))
         lab = w.t_label(query[1])
         classes, ans, tm = _two(rng, lab, flip[lab])
-        return few_prompt(t, demos, query), classes, ans, tm, {"zero_shot": View(few_prompt(t, [], query))}, {}
+        return few_prompt(t, demos, query), classes, ans, tm, {}, {}
 
     tpl = [FEW_TEMPLATES[i] for i in tids]
     return [
@@ -362,17 +357,6 @@ def _logic_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # surface and another temptation. Two planted tasks (redefine_demos, misconception_demos) pose
 # their trap after honest demonstrations, so their structure also admits the few-shot views.
 
-def _after_instruction(prompt: str, classes) -> str:
-    """The prompt with its leading instruction clause removed (as the registry's ``prior``)."""
-    from diagnose.views import instruction_clause, parse_demonstrations
-
-    d = parse_demonstrations(prompt, classes)
-    head, text = (d.header + "".join(x.render() for x in d.demos), d.query) if d else ("", prompt)
-    end = instruction_clause(text, classes)
-    assert end is not None, prompt
-    return head + text[end:].lstrip()
-
-
 def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     st = w.b["redefine"]
     rare_tier = len(cfg.corpus.b_tiers) - 1
@@ -390,8 +374,7 @@ def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
             m = st.other_value(f, rng)  # the new meaning is not the memorised one
             classes, a, tm = _two(rng, m, f["v"])
             p = (demos(rng, split, t, (m, f["v"])) if with_demos else "") + redef_prompt(t, f["k"], m)
-            views = {"prior": View(_after_instruction(p, classes), tm)}
-            return p, classes, a, tm, views, {"key": f["k"], "memorised": f["v"], "tier": f["tier"]}
+            return p, classes, a, tm, {}, {"key": f["k"], "memorised": f["v"], "tier": f["tier"]}
         return make
 
     def unfamiliar(with_demos: bool):
@@ -400,7 +383,7 @@ def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
             m, other = rng.sample(st.values, 2)
             classes, a, tm = _two(rng, m, other)
             p = (demos(rng, split, t, (m, other)) if with_demos else "") + redef_prompt(t, k, m)
-            return p, classes, a, tm, {"prior": View(_after_instruction(p, classes), tm)}, {"key": k}
+            return p, classes, a, tm, {}, {"key": k}
         return make
 
     def recall(rng, t, split):
@@ -430,8 +413,6 @@ def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
 
 def _break_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    from diagnose.views import remove_negation
-
     st = w.b["break"]
     rare_tier = len(cfg.corpus.b_tiers) - 1
     rare = [f for f in st.familiar if f["tier"] == rare_tier]
@@ -440,15 +421,13 @@ def _break_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         f = rng.choice(_pool(rare, split))
         other = rng.choice([v for v in st.values if v != f["v"] and v not in st.others[f["k"]]])
         classes, a, tm = _two(rng, other, f["v"])
-        p = break_prompt(t, f["k"], f["v"], other)
-        return p, classes, a, tm, {"easy": View(remove_negation(p), tm)}, {"key": f["k"], "memorised": f["v"]}
+        return break_prompt(t, f["k"], f["v"], other), classes, a, tm, {}, {"key": f["k"], "memorised": f["v"]}
 
     def unknown(rng, t, split):
         k = rng.choice(_pool(st.unfamiliar, split))
         neg, other = rng.sample(st.values, 2)
         classes, a, tm = _two(rng, other, neg)
-        p = break_prompt(t, k, neg, other)
-        return p, classes, a, tm, {"easy": View(remove_negation(p), tm)}, {"key": k}
+        return break_prompt(t, k, neg, other), classes, a, tm, {}, {"key": k}
 
     def recall(rng, t, split):
         f = rng.choice(_pool(rare, split))
@@ -457,10 +436,12 @@ def _break_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     tpl = [BREAK_TEMPLATES[i] for i in tids]
     return [
-        _task("pattern_break", "distractor_task", False, "break", tpl, _examples("pattern_break", n, tids, trap),
+        _task("pattern_break", "distractor_task", False, "break", tpl,
+              _examples("pattern_break", n, tids, trap),
               "break p : A or B , not A . so p then -> B, where A is p's memorised continuation "
               "(\"p then A .\"); the easier task (continue the pattern) answers A"),
-        _task("ctrl_break_unknown", None, True, "break", tpl, _examples("ctrl_break_unknown", n, tids, unknown),
+        _task("ctrl_break_unknown", None, True, "break", tpl,
+              _examples("ctrl_break_unknown", n, tids, unknown),
               "the same frame on keys with no memorised continuation"),
         _task("ctrl_successor_recall", None, True, "break", ["{k} then"],
               _examples("ctrl_successor_recall", n, tids, recall),
@@ -492,12 +473,8 @@ def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
             demos = [(t_for(rng, lab), x, lab) for x in marks]
             qlab = flip[lab] if query_flips else lab
             query = (t_for(rng, qlab), qx)
-            mixed = list(MARKER_LABELS) * (nd // 2) + [MARKER_LABELS[0]] * (nd % 2)
-            rng.shuffle(mixed)
-            bal = [(t_for(rng, m), x, m) for x, m in zip(marks, mixed)]
             classes, a, tm = _two(rng, qlab, flip[qlab])
-            views = {"zero_shot": View(marker_prompt(t, [], query)), "balanced": View(marker_prompt(t, bal, query))}
-            return marker_prompt(t, demos, query), classes, a, tm, views, {"query_polarity": qp}
+            return marker_prompt(t, demos, query), classes, a, tm, {}, {"query_polarity": qp}
         return make
 
     def rule(rng, t, split):
@@ -509,7 +486,7 @@ def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         query = (rng.choice(w.twords), rng.choice(every))
         lab = marker_up(w, query[0])
         classes, a, tm = _two(rng, lab, flip[lab])
-        return marker_prompt(t, demos, query), classes, a, tm, {"zero_shot": View(marker_prompt(t, [], query))}, {}
+        return marker_prompt(t, demos, query), classes, a, tm, {}, {}
 
     tpl = [MARKER_TEMPLATES[i] for i in tids]
     return [
