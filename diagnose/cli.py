@@ -286,7 +286,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(cs.format_validation(result))
             print(f"wrote {os.path.join(args.out, 'validation.json')}")
         if args.fit:
-            path = os.path.join(args.out, "classifier.json") if args.out else None
+            # beside the family it was fitted on, unless --out says otherwise
+            path = (os.path.join(args.out, "classifier.json") if args.out else
+                    os.path.join(args.organisms_dir, "classifier.json") if args.organisms_dir
+                    else None)
             cs.fit_default(units, path=path, seed=args.seed)
             print(f"wrote {path or cs.default_classifier_path()}")
         return 0
@@ -513,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "other, both ways (writes validation.json)")
     c.add_argument("--fit", action="store_true",
                    help="fit the cause model on every planted task of the organisms and save it "
-                   "(OUT/classifier.json with --out, else the family's default classifier)")
+                   "(OUT/classifier.json with --out, else classifier.json in --organisms-dir or "
+                   "in the default family)")
     c.add_argument("--classifier", help="a saved classifier JSON (default: the organisms' "
                    "classifier.json in the family directory)")
     c.add_argument("--organisms-dir", default=None, help="(--validate/--fit) an organisms "

@@ -178,3 +178,23 @@ def test_leave_one_design_out_on_synthetic_mechanisms():
 def test_tested_reads_the_view_evidence():
     f, _ = unit_features(unit("strong_prior", ("prior",) + CTX, seed=1), n_boot=20)
     assert causes_under_test([f])[0].tolist() == [True, False, False, False]
+
+
+def test_fit_writes_beside_the_family_it_was_fitted_on(tmp_path, monkeypatch):
+    """``classify --fit --organisms-dir F`` saves F/classifier.json (it used to look for the
+    default family's directory, and failed when that was not built); ``--out`` wins."""
+    from diagnose import classify_stage as cs
+    from diagnose import cli
+
+    seen = {}
+    monkeypatch.setattr("diagnose.families.load_family_manifest", lambda d: ("family", d))
+    monkeypatch.setattr(cs, "planted_units", lambda family=None, **kw: ["units of", family])
+    monkeypatch.setattr(cs, "fit_default", lambda units, path=None, seed=0: seen.update(
+        units=units, path=path))
+    monkeypatch.setattr(cs, "default_classifier_path", lambda: pytest.fail("default family used"))
+    fam = tmp_path / "fam"
+    assert cli.main(["classify", "--fit", "--organisms-dir", str(fam), "--no-progress"]) == 0
+    assert seen == {"units": ["units of", ("family", str(fam))], "path": str(fam / "classifier.json")}
+    assert cli.main(["classify", "--fit", "--organisms-dir", str(fam), "--out", str(tmp_path / "o"),
+                     "--no-progress"]) == 0
+    assert seen["path"] == str(tmp_path / "o" / "classifier.json")
