@@ -347,7 +347,7 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
     main = summary(preds["main"])
 
     def views_of(u: TaskUnit) -> list[str]:
-        return [v for v in VIEWS if _presence(feats[u.task][0])[list(VIEWS).index(v)]]
+        return [v for v, on in zip(VIEWS, _presence(feats[u.task][0])) if on]
 
     # the tasks where which views exist cannot tell the cause: their views (beside
     # no_context, which every classification task has) test more than one cause

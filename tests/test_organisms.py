@@ -129,11 +129,11 @@ def test_planted_tasks_well_formed(tiny, tmp_path):
         # a task supplies only the view no text can give (the human register); the registry
         # builds the rest from the prompt
         assert set(t.view_names) <= {"human"}, t.name
+        viewed, report = build_views(t)
         if not t.metadata["control"]:
-            built = build_views(t)[1].built
             for v in expected_views[t.metadata["cause"]]:  # on every example, not some
-                assert built.get(v) == len(t.examples), (t.name, v, built)
-        for e in t.examples:
+                assert report.built.get(v) == len(t.examples), (t.name, v, report.built)
+        for e in viewed.examples:
             assert e.answer_index is not None and e.tempting_index is not None
             assert e.answer_index != e.tempting_index
             assert len(set(e.classes)) == len(e.classes)
@@ -506,10 +506,13 @@ def test_bar_needs_twenty_points_and_intervals_apart():
         task("falls", [0.5, 0.9, 0.6], [0.45, 0.86, 0.55], [0.55, 0.93, 0.65]),
         task("too_little", [0.5, 0.9, 0.75], [0.45, 0.86, 0.70], [0.55, 0.93, 0.80]),
         task("overlap", [0.5, 0.9, 0.65], [0.45, 0.60, 0.55], [0.55, 0.95, 0.70]),
+        task("exactly_twenty", [0.2, 0.3, 0.1], [0.15, 0.26, 0.07], [0.25, 0.34, 0.09]),
         task("ctrl", [0.9, 0.9, 0.1], [0.8] * 3, [0.95] * 3, control=True),
         task("falls[prior]", [0.9, 0.9, 0.1], [0.8] * 3, [0.95] * 3)]}
     rows = {r["task"]: r for r in bar_rows(check)}
-    assert set(rows) == {"falls", "too_little", "overlap"}
+    assert set(rows) == {"falls", "too_little", "overlap", "exactly_twenty"}
+    assert rows["exactly_twenty"]["passes"]  # 0.30 -> 0.10 is 20 points, not 19.999...
+    assert bar_rows({**check, "models": check["models"][:1]}) == []  # one model: no bar
     assert rows["falls"]["passes"] and rows["falls"]["best_smaller"] == "m1"
     assert not rows["too_little"]["passes"] and rows["too_little"]["intervals_apart"]
     assert not rows["overlap"]["passes"] and not rows["overlap"]["intervals_apart"]

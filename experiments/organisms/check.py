@@ -95,15 +95,17 @@ def format_table(check: dict) -> str:
 
 def bar_rows(check: dict, points: float = 0.20) -> list[dict]:
     """The planted tasks against the bar: the largest model at least ``points`` below the
-    best smaller one, with their 95 % intervals apart."""
+    best smaller one, with their 95 % intervals apart. A family of one model has no bar."""
     ids = [m["id"] for m in check["models"]]
     rows = []
+    if len(ids) < 2:
+        return rows
     for t in check["tasks"]:
         if t["control"] or "[" in t["name"]:
             continue
         acc, lo, hi = t["accuracy"], t["ci_low"], t["ci_high"]
         best = max(range(len(acc) - 1), key=lambda i: acc[i])
-        drop = acc[best] - acc[-1]
+        drop = round(acc[best] - acc[-1], 9)  # k/n differences: 0.3 - 0.1 is 0.1999...
         apart = lo[best] > hi[-1]
         rows.append({"task": t["name"], "design": t["design"], "cause": t["cause"],
                      "best_smaller": ids[best], "best_acc": acc[best], "largest_acc": acc[-1],
@@ -135,13 +137,13 @@ def main(argv=None) -> None:
         ap.error(f"{a.family_dir} is not an organisms family directory (no config.json): pass the directory "
                  "`python -m experiments.organisms.family` printed, or use `diagnose organisms check`")
     res = check_family(a.family_dir, views=a.views)
-    print(format_table(res))
-    print()
-    print(format_bar(bar_rows(res)))
-    if a.out:
+    if a.out:  # the measurements first: nothing printed below can lose them
         from diagnose import store
 
         store.write_json(Path(a.out) / "check.json", res)
+    print(format_table(res))
+    print()
+    print(format_bar(bar_rows(res)))
 
 
 if __name__ == "__main__":
