@@ -156,12 +156,18 @@ def test_classification_json_says_what_was_tested():
 
 
 def test_leave_one_design_out_on_synthetic_mechanisms():
-    units = _units(0)
+    # plus a control that does scale inversely (a planting that failed): it stays in the
+    # answer key as no_inverse_scaling, and is named apart from the controls that held
+    failed = TaskUnit("B-ctrl-failed", "spurious_few_shot-B", NO_INVERSE, True,
+                      unit("spurious_few_shot", DEMO_VIEWS + CTX, seed=91, name="B-ctrl-failed"))
+    units = _units(0) + [failed]
     v = validate_designs(units, augment=4, seed=0, n_boot=100)
     assert v["protocol"] == "leave-one-design-out" and v["n"] == len(units)
     assert [f["train_designs"] for f in v["folds"]] == [
         sorted(f"{c}-A" for c in CAUSES), sorted(f"{c}-B" for c in CAUSES)]
-    assert v["accuracy"] >= 0.85 and v["controls_no_inverse"] == 1.0
+    assert v["controls_that_scale_inversely"] == ["B-ctrl-failed"]
+    assert v["controls_no_inverse_where_trend_holds"] == 1.0
+    assert v["accuracy"] >= 0.85 and v["controls_no_inverse"] >= 8 / 9
     assert all(n.split("_")[0] in ("prior", "easy", "zero", "balanced", "shuffled", "no",
                                    "human", "commit", "overwrite", "know") for n in v["features"])
     pa = v["presence_ablation"]
