@@ -157,7 +157,7 @@ def test_classification_json_says_what_was_tested():
 
 def test_leave_one_design_out_on_synthetic_mechanisms():
     # plus a control that does scale inversely (a planting that failed): it stays in the
-    # answer key as no_inverse_scaling, and is named apart from the controls that held
+    # answer key as no_inverse_scaling, and is named with what it was called
     failed = TaskUnit("B-ctrl-failed", "spurious_few_shot-B", NO_INVERSE, True,
                       unit("spurious_few_shot", DEMO_VIEWS + CTX, seed=91, name="B-ctrl-failed"))
     units = _units(0) + [failed]
@@ -165,8 +165,11 @@ def test_leave_one_design_out_on_synthetic_mechanisms():
     assert v["protocol"] == "leave-one-design-out" and v["n"] == len(units)
     assert [f["train_designs"] for f in v["folds"]] == [
         sorted(f"{c}-A" for c in CAUSES), sorted(f"{c}-B" for c in CAUSES)]
-    assert v["controls_that_scale_inversely"] == ["B-ctrl-failed"]
-    assert v["controls_no_inverse_where_trend_holds"] == 1.0
+    pred = {u["task"]: u["pred"] for u in v["units"]}
+    assert v["controls_with_inverse_like_trend"] == {"B-ctrl-failed": pred["B-ctrl-failed"]}
+    assert v["units"][-1]["true"] == NO_INVERSE and v["units"][-1]["trend"] != "flat"
+    ctrl = [pred[u.task] == NO_INVERSE for u in units if u.control]
+    assert v["controls_no_inverse"] == pytest.approx(np.mean(ctrl))
     assert v["accuracy"] >= 0.85 and v["controls_no_inverse"] >= 8 / 9
     assert all(n.split("_")[0] in ("prior", "easy", "zero", "balanced", "shuffled", "no",
                                    "human", "commit", "overwrite", "know") for n in v["features"])
