@@ -340,11 +340,11 @@ def validate_designs(units: Sequence[TaskUnit], augment: int = 8, seed: int = 0,
             if idx:
                 recall[lab] = float(np.mean([yp[i] == lab for i in idx]))
         ctrl = [pred[u.task] == NO_INVERSE for u in units if u.control]
-        # the gate labels every control with a trend that is not inverse-like
-        # no_inverse_scaling; only these reach the cause model, so they are the controls a
-        # model can get wrong (the answer key still counts them as no_inverse_scaling)
+        # the controls the gate hands to the cause model (every other control is
+        # no_inverse_scaling by the gate), so the only ones a model can get wrong; the
+        # answer key still counts them as no_inverse_scaling
         odd = {u.task: pred[u.task] for u in units
-               if u.control and feats[u.task][1]["label"] in INVERSE_LIKE}
+               if u.control and gate(feats[u.task][1]) is None}
         return {"accuracy": float(np.mean([a == b for a, b in zip(yt, yp)])), "n": len(yt),
                 "confusion": _confusion(yt, yp), "per_cause_recall": recall,
                 "controls_no_inverse": float(np.mean(ctrl)) if ctrl else None,

@@ -2,7 +2,7 @@
 and recall: "x is like" -> its head, rare-tier keys, every finished size. Needs the version-18 or -20
 code (git apply results/run17-version18.patch or run19-version20.patch): the store is rebuilt from the
 config by this checkout's corpus code. Usage: PYTHONPATH=. python experiments/organisms/results/marker_memory_probe.py FAMILY_DIR"""
-import random, sys
+import sys
 from experiments.organisms.check import check_family
 from experiments.organisms.family import load_config
 from experiments.organisms.corpus import build_world
