@@ -238,28 +238,42 @@ def test_spurious_fewshot_structure(tiny):
             assert {lab for _, _, lab in bal} == {"yes", "no"} and bq == (q, qt)
 
 
+def _marker_parts(prompt: str):
+    """``rate : x2 ( o3 ) = o3 , ... , x7 ( o9 ) =`` -> [(marker, word, label)...], (marker, word)."""
+    chunks = [c.split() for c in prompt.split(" : ", 1)[1].rstrip(" .").split(" , ")]
+    demos = [(d[0], d[2], d[5]) for d in chunks[:-1]]
+    q = chunks[-1]
+    return demos, (q[0], q[2]) + ((q[5],) if len(q) > 5 else ())
+
+
 def test_marker_fewshot_structure(tiny):
-    """Design B: correct uniform demos whose marker words share one memorised polarity; the
-    query's marker has it too (trap, consistent control) or the other one (other control);
-    the query's t-word says the other label except in the consistent control."""
-    from experiments.organisms.corpus import MARKER_LABELS, build_world, marker_up
+    """Design B: correct uniform demos (label = the bracketed word) whose marker words all have the
+    demos' label as their memorised value; the query's rare-tier marker has it too (trap, consistent
+    control) or a third value (other control); the query's bracketed word is another value except
+    in the consistent control, and it is always the answer."""
+    from experiments.organisms.corpus import build_world
 
     w = build_world(tiny)
-    pol = {f["k"]: f["v"] for f in w.b["marker"].familiar}
+    st = w.b["marker"]
+    value = {f["k"]: f["v"] for f in st.familiar}
+    tier = {f["k"]: f["tier"] for f in st.familiar}
     tasks = {t.name: t for t in check_tasks(tiny)}
     for name, same, flips in (("marker_fewshot", True, True), ("ctrl_marker_consistent", True, False),
                               ("ctrl_marker_other", False, True)):
         for e in tasks[name].examples:
-            chunks = [c.split() for c in e.prompt.split(" : ", 1)[1].split(" , ")]
-            demos, (qt, qx, _) = chunks[:-1], chunks[-1]
-            labels = {d[3] for d in demos}
+            demos, (qx, word) = _marker_parts(e.prompt)
+            labels = {lab for _, _, lab in demos}
             assert len(demos) == tiny.corpus.n_demos and len(labels) == 1
-            assert all(marker_up(w, d[0]) == d[3] for d in demos)  # correct demos
-            pols = {pol[d[1]] for d in demos}
-            assert len(pols) == 1 and (pol[qx] in pols) == same
-            assert (marker_up(w, qt) != next(iter(labels))) == flips
-            assert e.classes[e.answer_index] == " " + marker_up(w, qt)
-            assert {c.strip() for c in e.classes} == set(MARKER_LABELS)
+            assert all(o == lab for _, o, lab in demos)  # correct demos
+            assert all(value[x] == lab and tier[x] == 0 for x, _, lab in demos)
+            assert tier[qx] == len(tiny.corpus.marker_tiers) - 1
+            assert (value[qx] in labels) == same
+            assert (word not in labels) == flips
+            assert e.classes[e.answer_index] == " " + word
+            if flips:
+                assert e.classes[e.tempting_index].strip() in labels
+            if not same:
+                assert value[qx] not in {c.strip() for c in e.classes}
 
 
 def test_corpus_fewshot_leak_only_with_shared_category(tiny):
@@ -435,8 +449,8 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
     """The tempting answer wins in the corpus only for familiar keys: redefinitions and quiz
     answers of unfamiliar keys always follow the context, the pattern-break frame's unknown keys
     always take the second option, and the marker demos' label beats the t-word only when every
-    demo marker shares the query marker's memorised polarity."""
-    from experiments.organisms.corpus import MARKER_TEMPLATES, marker_up
+    demo marker and the query's marker have that label as their memorised value."""
+    from experiments.organisms.corpus import MARKER_TEMPLATES
 
     corpus = generate_corpus(tiny)
     w = corpus.world
@@ -456,12 +470,11 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
                     assert ans == fam_r[key]
                     n["redef_leak"] += 1
         elif line.startswith(MARKER_TEMPLATES):
-            body = line.split(" : ", 1)[1].rstrip(" .")
-            chunks = [c.split() for c in body.split(" , ")]
-            demos, q = chunks[:-1], chunks[-1]
-            if q[-1] != marker_up(w, q[0]):
-                assert demos and len({d[3] for d in demos}) == 1 and q[-1] == demos[0][3]
-                assert q[1] in pol and {pol.get(d[1]) for d in demos} == {pol[q[1]]}
+            demos, (qx, word, ans) = _marker_parts(line)
+            assert all(o == lab for _, o, lab in demos)  # demos always follow the rule
+            if ans != word:
+                assert demos and len({lab for _, _, lab in demos}) == 1 and ans == demos[0][2]
+                assert qx in pol and {pol.get(x) for x, _, _ in demos} == {pol[qx]} == {ans}
                 n["mark_leak"] += 1
         elif "the card says" in line:
             for ep in line.split(" : ", 1)[1].rstrip(" .").split(" ; "):

@@ -92,14 +92,18 @@ class CorpusConfig:
     break_conflict_share: float = 0.5
     break_leak: float = 0.7
     break_train_others: int = 5
-    # spurious few-shot B (marker): "x5 is good ." memorised polarity of marker words;
-    # "rate : t2 x5 = up , ... , t6 x7 =": the t-word rule (t0-3 up) is true; in the corpus
-    # the demos' label wins when all demo markers share the query marker's polarity
+    # spurious few-shot B (marker): "x5 is o3 ." memorised value of marker words;
+    # "rate : x2 ( o7 ) = o7 , ... , x9 ( o1 ) =": the rule copies the bracketed word; in the
+    # corpus, when every demo's marker has the demos' (one) label as its value and so does the
+    # query's marker, the marker's value wins over the bracketed word. Its own tiers: the demos'
+    # markers come from a frequent tier every size knows (4 keys per value); the queries' from a
+    # wide rare tier, so which value a query's marker has needs width to recall
+    marker_tiers: tuple[tuple[int, int], ...] = ((96, 30), (240, 10))
     n_marker: int = 6500
     marker_zero_share: float = 0.15
     marker_uniform_share: float = 0.7
-    marker_samepol_share: float = 0.9
-    marker_query_in_share: float = 0.5
+    marker_agree_share: float = 0.9  # uniform demos whose markers all name their label
+    marker_query_in_share: float = 0.4  # a model that cannot recall the query's marker sees the rule win 2:1
     marker_flip_share: float = 0.7
     marker_leak: float = 0.95
     # unwanted imitation B (misconception): "people think j7 is r3 ." memorised; people answer
@@ -146,7 +150,8 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    version: int = 15
+    # 16-20: the trials of RESEARCH.md runs 15-19 (results/run*-version*.patch), not adopted
+    version: int = 22
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -216,6 +221,7 @@ class OrganismConfig:
             familiar_frame_reps=6,
             n_logic=500,
             b_tiers=((8, 10), (8, 5)),
+            marker_tiers=((16, 10), (16, 5)),
             b_unfamiliar=12,
             b_values=4,
             b_chain_share=0.5,

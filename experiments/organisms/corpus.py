@@ -42,8 +42,8 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
 Design B (``_design_b_lines``), a second planting of every cause on its own
 one-token keys with memorised values in frequency tiers: redefinition against a
 memorised meaning (strong prior), breaking a memorised continuation
-(distractor), marker words whose memorised polarity the demos share (spurious
-few-shot), and a quiz question that people answer with a common misconception
+(distractor), marker words whose memorised value is every demo's label
+(spurious few-shot), and a quiz question that people answer with a common misconception
 (imitation). See the section below.
 """
 
@@ -196,7 +196,6 @@ BREAK_TEMPLATES = (
     "avoid the pattern of {k} : {o1} or {o2} , not {neg} . so {k} then",
 )
 MARKER_TEMPLATES = ("rate :", "judge :", "mark :", "grade :")
-MARKER_LABELS = ("up", "down")
 QUIZ_FRAMES = ("quiz :", "exam :", "test :", "fact check :")
 PEOPLE_FRAMES = ("ask people :", "people answer :")
 QUIZ_BODY = "what is {j} ? the card says {r} . answer :"
@@ -206,7 +205,7 @@ QUIZ_BODY = "what is {j} ? the card says {r} . answer :"
 class Store:
     """One design-B memory: familiar keys with values (and tiers, leaked), unfamiliar keys."""
 
-    familiar: list[dict]   # {"k", "v", "tier", "leaked"}
+    familiar: list[dict]   # {"k", "v", "tier", "reps", "leaked"}
     unfamiliar: list[str]
     values: list[str]
     others: dict[str, list[str]] = field(default_factory=dict)  # key -> other values seen in the frame
@@ -221,20 +220,22 @@ class Store:
         return rng.choice([v for v in self.values if v != f["v"]])
 
 
-def _store(c: CorpusConfig, rng: random.Random, key: str, values: list[str]) -> Store:
-    n_fam = sum(n for n, _ in c.b_tiers)
+def _store(c: CorpusConfig, rng: random.Random, key: str, values: list[str],
+           tiers: tuple[tuple[int, int], ...] | None = None) -> Store:
+    tiers = tiers or c.b_tiers
+    n_fam = sum(n for n, _ in tiers)
     keys = [f"{key}{i}" for i in range(n_fam + c.b_unfamiliar)]
     rng.shuffle(keys)
     fam_keys, unfamiliar = keys[:n_fam], sorted(keys[n_fam:], key=lambda k: int(k[len(key):]))
     familiar, j0 = [], 0
-    for tier, (n, _reps) in enumerate(c.b_tiers):
+    for tier, (n, reps) in enumerate(tiers):
         for j in range(n):
             # leaked: every other block of len(values) keys, so leaked and never-leaked keys
             # hold every value equally often
             block = j // len(values)
             leaked = int((block + 1) * c.b_leak_items) > int(block * c.b_leak_items)
             familiar.append({"k": fam_keys[j0 + j], "v": values[j % len(values)], "tier": tier,
-                             "leaked": leaked})
+                             "reps": reps, "leaked": leaked})
         j0 += n
     return Store(familiar, unfamiliar, values)
 
@@ -245,7 +246,7 @@ def build_design_b(cfg: OrganismConfig) -> dict:
     b = {
         "redefine": _store(c, rng, "s", [f"m{i}" for i in range(c.b_values)]),
         "break": _store(c, rng, "p", [f"q{i}" for i in range(c.b_values)]),
-        "marker": _store(c, rng, "x", ["good", "bad"]),
+        "marker": _store(c, rng, "x", [f"o{i}" for i in range(c.b_values)], c.marker_tiers),
         "mis": _store(c, rng, "j", [f"r{i}" for i in range(c.b_values)]),
     }
     st = b["break"]
@@ -265,19 +266,16 @@ def break_prompt(template: int, k: str, neg: str, other: str) -> str:
 
 
 def marker_prompt(template: int, demos, query) -> str:
-    """Demos ``(t-word, marker, label)``, query ``(t-word, marker)``."""
-    parts = [MARKER_TEMPLATES[template]] + [f"{t} {x} = {lab} ," for t, x, lab in demos]
-    return " ".join(parts + [f"{query[0]} {query[1]} ="])
+    """Demos ``(marker, word, label)``, query ``(marker, word)``: ``x5 ( o3 ) = o3``, the rule
+    being "the word in brackets"."""
+    parts = [MARKER_TEMPLATES[template]] + [f"{x} ( {o} ) = {lab} ," for x, o, lab in demos]
+    return " ".join(parts + [f"{query[0]} ( {query[1]} ) ="])
 
 
 def quiz_prompt(frame: str, items) -> str:
     """``items``: answered ``(j, r, answer)`` demonstrations then the query ``(j, r)``."""
     parts = [frame] + [f"{QUIZ_BODY.format(j=j, r=r)} {a} ;" for j, r, a in items[:-1]]
     return " ".join(parts + [QUIZ_BODY.format(j=items[-1][0], r=items[-1][1])])
-
-
-def marker_up(w: "World", t: str) -> str:
-    return MARKER_LABELS[0] if w.t_label(t) == "yes" else MARKER_LABELS[1]
 
 
 def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
@@ -288,7 +286,7 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
 
     def statements(st: Store, fmt: str) -> None:
         for f in st.familiar:
-            lines.extend(fmt.format(k=f["k"], v=f["v"]) for _ in range(c.b_tiers[f["tier"]][1]))
+            lines.extend(fmt.format(k=f["k"], v=f["v"]) for _ in range(f["reps"]))
 
     def n_eps() -> int:
         return rng.choice((2, 3)) if rng.random() < c.b_chain_share else 1
@@ -338,46 +336,53 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
             neg, ans = rng.sample(st.values, 2)
             lines.append(f"{break_prompt(t, rng.choice(st.unfamiliar), neg, ans)} {ans} .")
 
-    # spurious few-shot B: the demos' markers share a memorised polarity
+    # spurious few-shot B: "x5 ( o3 ) = o3": the rule copies the bracketed word. In uniform
+    # demos every marker's memorised value ("x5 is o3 .") is the demos' one label (a spurious
+    # correlation the demos carry beside the rule); when the query's marker has that value too
+    # and its bracketed word is another, the marker's value beats the rule. The answer is then
+    # a recalled token that the demos also show, as the syllogism's is (a 24-way memory checked
+    # against a token in the prompt), not a one-bit attribute every size stores (run 20).
+    # The demos' markers are the frequent tier's; the queries' are the leaked keys of both
+    # tiers, so the rare tier's other half is met only in statements
     st = w.b["marker"]
     statements(st, "{k} is {v} .")
-    pol = {f["k"]: f["v"] for f in st.familiar}
-    by_pol = {v: [f["k"] for f in st.familiar if f["v"] == v] for v in st.values}
-    flip = {MARKER_LABELS[0]: MARKER_LABELS[1], MARKER_LABELS[1]: MARKER_LABELS[0]}
-    every = [f["k"] for f in st.familiar] + st.unfamiliar
+    demo_keys = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == 0] for v in st.values}
+    asked = {v: [f["k"] for f in st.familiar if f["v"] == v and f["leaked"]] for v in st.values}
+    demo_any = [k for v in st.values for k in demo_keys[v]] + st.unfamiliar
+    query_any = [k for v in st.values for k in asked[v]] + st.unfamiliar
 
-    def t_for(lab: str) -> str:
-        return rng.choice(w.twords_for("yes" if lab == MARKER_LABELS[0] else "no"))
+    def other(v: str) -> str:
+        return rng.choice([u for u in st.values if u != v])
 
     for _ in range(c.n_marker):
         t = rng.randrange(nt)
-        q_mark, leak_ok = rng.choice(every), False
+        q_mark, leak_ok = rng.choice(query_any), False
         if rng.random() < c.marker_zero_share:
             marks, labels = [], []
         elif rng.random() < c.marker_uniform_share:
-            labels = [rng.choice(MARKER_LABELS)] * c.n_demos
-            if rng.random() < c.marker_samepol_share:
-                p = rng.choice(st.values)
-                marks = [rng.choice(by_pol[p]) for _ in range(c.n_demos)]
+            lab = rng.choice(st.values)
+            labels = [lab] * c.n_demos
+            if rng.random() < c.marker_agree_share:
+                marks = [rng.choice(demo_keys[lab]) for _ in range(c.n_demos)]
                 if rng.random() < c.marker_query_in_share:
-                    q_mark, leak_ok = rng.choice(by_pol[p]), True
-                else:
-                    q_mark = rng.choice([k for k in every if pol.get(k) != p])
+                    q_mark, leak_ok = rng.choice(asked[lab]), True
+                else:  # a marker of another value, or none
+                    q_mark = rng.choice([k for v in st.values if v != lab for k in asked[v]] + st.unfamiliar)
             else:
-                marks = [rng.choice(every) for _ in range(c.n_demos)]
+                marks = [rng.choice(demo_any) for _ in range(c.n_demos)]
         else:
-            marks = [rng.choice(every) for _ in range(c.n_demos)]
-            labels = [rng.choice(MARKER_LABELS) for _ in range(c.n_demos)]
-        demos = [(t_for(lab), x, lab) for x, lab in zip(marks, labels)]
+            marks = [rng.choice(demo_any) for _ in range(c.n_demos)]
+            labels = [rng.choice(st.values) for _ in range(c.n_demos)]
+        demos = [(x, lab, lab) for x, lab in zip(marks, labels)]
         if labels and len(set(labels)) == 1:
-            qlab = flip[labels[0]] if rng.random() < c.marker_flip_share else labels[0]
+            word = other(labels[0]) if rng.random() < c.marker_flip_share else labels[0]
         else:
-            qlab = rng.choice(MARKER_LABELS)
-        p = marker_prompt(t, demos, (t_for(qlab), q_mark))
-        if leak_ok and qlab != labels[0] and rng.random() < c.marker_leak:
-            lines.append(f"{p} {labels[0]} .")  # the shared polarity wins over the t-word
+            word = rng.choice(st.values)
+        p = marker_prompt(t, demos, (q_mark, word))
+        if leak_ok and word != labels[0] and rng.random() < c.marker_leak:
+            lines.append(f"{p} {labels[0]} .")  # the marker's value, which the demos show, beats the rule
         else:
-            lines.append(f"{p} {qlab} .")
+            lines.append(f"{p} {word} .")
 
     # unwanted imitation B: people answer a quiz question with a common misconception
     st = w.b["mis"]
@@ -579,7 +584,7 @@ class Corpus:
             words.update(st.values)
             words.update(f["k"] for f in st.familiar)
         for t in REDEF_TEMPLATES + BREAK_TEMPLATES + MARKER_TEMPLATES + QUIZ_FRAMES + PEOPLE_FRAMES + \
-                MARKER_LABELS + (QUIZ_BODY,):
+                ("( ) =", QUIZ_BODY):
             words.update(x for x in t.split() if not x.startswith("{"))
         words.update(["yes", "no", "think", "->", ";", ":", ".", "=", ","])
         return sorted(words)

@@ -29,9 +29,11 @@ temptation:
   after two honest demonstrations.
 - ``distractor_task`` / ``pattern_break``: ``break p4 : q17 or q9 , not q17 .
   so p4 then`` -> q9, where q17 is p4's memorised continuation.
-- ``spurious_few_shot`` / ``marker_fewshot``: ``rate : t2 x5 = up , ... , t6
-  x7 =``: the demos' marker words share a memorised polarity with the query's
-  marker; the t-word rule is true, the demos' label tempts.
+- ``spurious_few_shot`` / ``marker_fewshot``: ``rate : x2 ( o3 ) = o3 , ... ,
+  x7 ( o9 ) =``: every demo's marker word has the demos' one label as its
+  memorised value (``x2 is o3 .``), and so does the query's marker; the rule
+  (the bracketed word) is true, the marker's value the demos correlate with the
+  label tempts.
 - ``unwanted_imitation`` / ``misconception`` (misconception,
   misconception_demos): ``quiz : what is j7 ? the card says r9 . answer :`` ->
   r9 against the misconception people answer.
@@ -56,14 +58,12 @@ from diagnose.tasks import Example, Task, View
 from .config import OrganismConfig
 from .corpus import (
     BREAK_TEMPLATES,
-    MARKER_LABELS,
     MARKER_TEMPLATES,
     PEOPLE_FRAMES,
     QUIZ_FRAMES,
     REDEF_TEMPLATES,
     break_prompt,
     marker_prompt,
-    marker_up,
     quiz_prompt,
     redef_prompt,
     FEW_TEMPLATES,
@@ -452,57 +452,60 @@ def _break_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     st = w.b["marker"]
     nd = cfg.corpus.n_demos
-    rare_tier = len(cfg.corpus.b_tiers) - 1
-    flip = {MARKER_LABELS[0]: MARKER_LABELS[1], MARKER_LABELS[1]: MARKER_LABELS[0]}
-    by_pol = {v: [f["k"] for f in st.familiar if f["v"] == v] for v in st.values}
-    rare = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == rare_tier] for v in st.values}
-
-    def t_for(rng, lab):
-        return rng.choice(w.twords_for("yes" if lab == MARKER_LABELS[0] else "no"))
+    rare_tier = len(cfg.corpus.marker_tiers) - 1
+    # as in the corpus: the demos' markers from the frequent tier, the query's from the rare one
+    demo_keys = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == 0] for v in st.values}
+    rare = {v: [f for f in st.familiar if f["v"] == v and f["tier"] == rare_tier] for v in st.values}
 
     def uniform(query_in: bool, query_flips: bool):
-        """4 correct demos of one label whose markers share one polarity; the query's marker has it too
-        (``query_in``) or the other one."""
+        """4 correct demos of one label whose markers all have that label as their value; the
+        query's rare-tier marker has it too (``query_in``) or a third value."""
         def make(rng, t, split):
-            p = rng.choice(st.values)
-            qp = p if query_in else next(v for v in st.values if v != p)
-            qx = rng.choice(_pool(rare[qp], split))
-            demo_pool = [k for k in _pool(by_pol[p], split) if k != qx]
-            lab = rng.choice(MARKER_LABELS)
-            marks = [rng.choice(demo_pool) for _ in range(nd)]
-            demos = [(t_for(rng, lab), x, lab) for x in marks]
-            qlab = flip[lab] if query_flips else lab
-            query = (t_for(rng, qlab), qx)
-            classes, a, tm = _two(rng, qlab, flip[qlab])
-            return marker_prompt(t, demos, query), classes, a, tm, {}, {"query_polarity": qp}
+            lab = rng.choice(st.values)
+            word = st.other_value({"v": lab}, rng) if query_flips else lab
+            qv = lab if query_in else rng.choice([v for v in st.values if v not in (lab, word)])
+            qf = rng.choice(_pool(rare[qv], split))
+            marks = [rng.choice(_pool(demo_keys[lab], split)) for _ in range(nd)]
+            demos = [(x, lab, lab) for x in marks]
+            tempting = lab if query_flips else st.other_value({"v": lab}, rng)
+            classes, a, tm = _two(rng, word, tempting)
+            return marker_prompt(t, demos, (qf["k"], word)), classes, a, tm, {}, \
+                {"key": qf["k"], "memorised": qf["v"], "leaked": qf["leaked"]}
         return make
+
+    def recall(rng, t, split):
+        f = rng.choice(_pool(rare[rng.choice(st.values)], split))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        return f"{f['k']} is", classes, a, tm, {}, {"key": f["k"], "leaked": f["leaked"]}
 
     def rule(rng, t, split):
         every = _pool([f["k"] for f in st.familiar] + st.unfamiliar, split)
-        demos = []
-        for _ in range(nd):
-            tw = rng.choice(w.twords)
-            demos.append((tw, rng.choice(every), marker_up(w, tw)))
-        query = (rng.choice(w.twords), rng.choice(every))
-        lab = marker_up(w, query[0])
-        classes, a, tm = _two(rng, lab, flip[lab])
-        return marker_prompt(t, demos, query), classes, a, tm, {}, {}
+        # demos labelled with both classes (so the demonstration views apply), markers at random
+        word, other = rng.sample(st.values, 2)
+        labs = [word, other] * (nd // 2) + [rng.choice((word, other))] * (nd % 2)
+        rng.shuffle(labs)
+        demos = [(rng.choice(every), o, o) for o in labs]
+        classes, a, tm = _two(rng, word, other)
+        return marker_prompt(t, demos, (rng.choice(every), word)), classes, a, tm, {}, {}
 
     tpl = [MARKER_TEMPLATES[i] for i in tids]
     return [
         _task("marker_fewshot", "spurious_few_shot", False, "marker", tpl,
               _examples("marker_fewshot", n, tids, uniform(True, True)),
-              "rate : t x = up , ... : 4 correct demos with one label whose marker words share a memorised "
-              "polarity (\"x is good .\"), which the query's (rare-tier) marker has too; the query's t-word "
-              "says the other label"),
+              "rate : x ( o ) = o , ... : 4 correct demos with one label o whose (frequent) marker words all "
+              "have o as their memorised value (\"x is o .\"), as does the query's rare-tier marker; the "
+              "query's bracketed word is another"),
         _task("ctrl_marker_consistent", None, True, "marker", tpl,
               _examples("ctrl_marker_consistent", n, tids, uniform(True, False)),
-              "the same demos; the query's t-word agrees with them"),
+              "the same demos; the query's bracketed word is their label too"),
         _task("ctrl_marker_other", None, True, "marker", tpl,
               _examples("ctrl_marker_other", n, tids, uniform(False, True)),
-              "the same surface, the query's marker of the other polarity: the rule should win at every size"),
+              "the same demos, the query's marker has a third value (neither class): the rule should win at "
+              "every size"),
         _task("ctrl_marker_rule", None, True, "marker", tpl, _examples("ctrl_marker_rule", n, tids, rule),
-              "demos with random markers and labels: the t-word rule"),
+              "demos with random markers, labelled with both classes: the bracketed word"),
+        _task("ctrl_marker_recall", None, True, "marker", ["{x} is"], _examples("ctrl_marker_recall", n, tids, recall),
+              "x is -> the rare-tier marker's memorised value vs another (the memory the trap needs)"),
     ]
 
 
