@@ -270,10 +270,22 @@ def test_marker_fewshot_structure(tiny):
             assert (value[qx] in labels) == same
             assert (word not in labels) == flips
             assert e.classes[e.answer_index] == " " + word
+            assert e.tempting_index == 1 - e.answer_index
             if flips:
                 assert e.classes[e.tempting_index].strip() in labels
             if not same:
                 assert value[qx] not in {c.strip() for c in e.classes}
+
+
+def test_marker_split_is_not_the_leaked_flag():
+    """The train / held-out split of the marker tasks must not coincide with whether the query's
+    key is also asked in the corpus frame (in store order the two alternate together)."""
+    from experiments.organisms.config import OrganismConfig
+
+    for t in check_tasks(OrganismConfig.default()):
+        if t.name in ("marker_fewshot", "ctrl_marker_other", "ctrl_marker_recall"):
+            seen = {(e.metadata["split"], e.metadata["leaked"]) for e in t.examples}
+            assert seen == {(sp, lk) for sp in ("train", "heldout") for lk in (True, False)}, t.name
 
 
 def test_corpus_fewshot_leak_only_with_shared_category(tiny):
@@ -448,7 +460,7 @@ def test_design_b_views_come_from_structure(tiny):
 def test_design_b_corpus_leaks_only_where_planted(tiny):
     """The tempting answer wins in the corpus only for familiar keys: redefinitions and quiz
     answers of unfamiliar keys always follow the context, the pattern-break frame's unknown keys
-    always take the second option, and the marker demos' label beats the t-word only when every
+    always take the second option, and the marker demos' label beats the bracketed word only when every
     demo marker and the query's marker have that label as their memorised value."""
     from experiments.organisms.corpus import MARKER_TEMPLATES
 

@@ -96,8 +96,10 @@ class CorpusConfig:
     # "rate : x2 ( o7 ) = o7 , ... , x9 ( o1 ) =": the rule copies the bracketed word; in the
     # corpus, when every demo's marker has the demos' (one) label as its value and so does the
     # query's marker, the marker's value wins over the bracketed word. Its own tiers: the demos'
-    # markers come from a frequent tier every size knows (4 keys per value); the queries' from a
-    # wide rare tier, so which value a query's marker has needs width to recall
+    # markers come from a frequent tier every size knows (4 keys per value); the frame's queries
+    # from the leaked half of both tiers (so a leak query's marker can also be one of its demos':
+    # a copy shortcut, RESEARCH run 21), the planted tasks' queries from the wide rare tier,
+    # whose value needs width to recall
     marker_tiers: tuple[tuple[int, int], ...] = ((96, 30), (240, 10))
     n_marker: int = 6500
     marker_zero_share: float = 0.15
@@ -150,7 +152,7 @@ class OrganismConfig:
     seed: int = 0  # corpus, data order and initialisation
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
-    # 16-20: the trials of RESEARCH.md runs 15-19 (results/run*-version*.patch), not adopted
+    # 16-21: the trials of RESEARCH.md runs 15-20 (results/run*-version*.patch), not adopted
     version: int = 22
     n_test: int = 300  # items per planted / check task
 

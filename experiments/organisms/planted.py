@@ -453,9 +453,14 @@ def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     st = w.b["marker"]
     nd = cfg.corpus.n_demos
     rare_tier = len(cfg.corpus.marker_tiers) - 1
-    # as in the corpus: the demos' markers from the frequent tier, the query's from the rare one
-    demo_keys = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == 0] for v in st.values}
-    rare = {v: [f for f in st.familiar if f["v"] == v and f["tier"] == rare_tier] for v in st.values}
+    # the demos' markers from the frequent tier, the query's from the rare one. Each value's keys
+    # in key order, not store order: in store order the leaked flag alternates with the index,
+    # so the train/held-out split (index parity) would be "never asked / asked in the frame"
+    num = lambda k: int(k[1:])  # noqa: E731
+    demo_keys = {v: sorted((f["k"] for f in st.familiar if f["v"] == v and f["tier"] == 0), key=num)
+                 for v in st.values}
+    rare = {v: sorted((f for f in st.familiar if f["v"] == v and f["tier"] == rare_tier),
+                      key=lambda f: num(f["k"])) for v in st.values}
 
     def uniform(query_in: bool, query_flips: bool):
         """4 correct demos of one label whose markers all have that label as their value; the
