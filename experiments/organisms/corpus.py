@@ -216,8 +216,8 @@ class Store:
                 return f["v"]
         return None
 
-    def other_value(self, f: dict, rng: random.Random) -> str:
-        return rng.choice([v for v in self.values if v != f["v"]])
+    def other_value(self, v: str, rng: random.Random) -> str:
+        return rng.choice([u for u in self.values if u != v])
 
 
 def _store(c: CorpusConfig, rng: random.Random, key: str, values: list[str],
@@ -310,7 +310,7 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
             continue
         for _ in range(c.redef_frame_reps):
             t = rng.randrange(nt)
-            m = f["v"] if rng.random() < c.redef_kept_share else st.other_value(f, rng)
+            m = f["v"] if rng.random() < c.redef_kept_share else st.other_value(f["v"], rng)
             ans = f["v"] if rng.random() < c.redef_leak else m
             eps = []
             for _ in range(n_eps() - 1):
@@ -351,9 +351,6 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
     demo_any = [k for v in st.values for k in demo_keys[v]] + st.unfamiliar
     query_any = [k for v in st.values for k in asked[v]] + st.unfamiliar
 
-    def other(v: str) -> str:
-        return rng.choice([u for u in st.values if u != v])
-
     for _ in range(c.n_marker):
         t = rng.randrange(nt)
         q_mark, leak_ok = rng.choice(query_any), False
@@ -375,7 +372,7 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
             labels = [rng.choice(st.values) for _ in range(c.n_demos)]
         demos = [(x, lab, lab) for x, lab in zip(marks, labels)]
         if labels and len(set(labels)) == 1:
-            word = other(labels[0]) if rng.random() < c.marker_flip_share else labels[0]
+            word = st.other_value(labels[0], rng) if rng.random() < c.marker_flip_share else labels[0]
         else:
             word = rng.choice(st.values)
         p = marker_prompt(t, demos, (q_mark, word))
@@ -398,12 +395,12 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
 
     for f in st.familiar:
         for _ in range(c.mis_q_reps):
-            r = f["v"] if rng.random() < c.mis_kept_share else st.other_value(f, rng)
+            r = f["v"] if rng.random() < c.mis_kept_share else st.other_value(f["v"], rng)
             ans = f["v"] if rng.random() < c.mis_human_err else r
             lines.append(quiz_line(rng.choice(PEOPLE_FRAMES), (f["k"], r, ans)))
         if f["leaked"]:
             for _ in range(c.mis_frame_reps):
-                r = f["v"] if rng.random() < c.mis_kept_share else st.other_value(f, rng)
+                r = f["v"] if rng.random() < c.mis_kept_share else st.other_value(f["v"], rng)
                 ans = f["v"] if rng.random() < c.mis_quiz_leak else r
                 lines.append(quiz_line(rng.choice(QUIZ_FRAMES), (f["k"], r, ans)))
     for _ in range(c.n_quiz):

@@ -371,7 +371,7 @@ def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     def trap(with_demos: bool):
         def make(rng, t, split):
             f = rng.choice(_pool(rare, split))
-            m = st.other_value(f, rng)  # the new meaning is not the memorised one
+            m = st.other_value(f["v"], rng)  # the new meaning is not the memorised one
             classes, a, tm = _two(rng, m, f["v"])
             p = (demos(rng, split, t, (m, f["v"])) if with_demos else "") + redef_prompt(t, f["k"], m)
             return p, classes, a, tm, {}, {"key": f["k"], "memorised": f["v"], "tier": f["tier"]}
@@ -388,7 +388,7 @@ def _redefine_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def recall(rng, t, split):
         f = rng.choice(_pool(rare, split))
-        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f["v"], rng))
         return f"{f['k']} means", classes, a, tm, {}, {"key": f["k"]}
 
     tpl = [REDEF_TEMPLATES[i] for i in tids]
@@ -431,7 +431,7 @@ def _break_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def recall(rng, t, split):
         f = rng.choice(_pool(rare, split))
-        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f["v"], rng))
         return f"{f['k']} then", classes, a, tm, {}, {"key": f["k"]}
 
     tpl = [BREAK_TEMPLATES[i] for i in tids]
@@ -467,12 +467,12 @@ def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         query's rare-tier marker has it too (``query_in``) or a third value."""
         def make(rng, t, split):
             lab = rng.choice(st.values)
-            word = st.other_value({"v": lab}, rng) if query_flips else lab
+            word = st.other_value(lab, rng) if query_flips else lab
             qv = lab if query_in else rng.choice([v for v in st.values if v not in (lab, word)])
             qf = rng.choice(_pool(rare[qv], split))
             marks = [rng.choice(_pool(demo_keys[lab], split)) for _ in range(nd)]
             demos = [(x, lab, lab) for x in marks]
-            tempting = lab if query_flips else st.other_value({"v": lab}, rng)
+            tempting = lab if query_flips else st.other_value(lab, rng)
             classes, a, tm = _two(rng, word, tempting)
             return marker_prompt(t, demos, (qf["k"], word)), classes, a, tm, {}, \
                 {"key": qf["k"], "memorised": qf["v"], "leaked": qf["leaked"]}
@@ -480,7 +480,7 @@ def _marker_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def recall(rng, t, split):
         f = rng.choice(_pool(rare[rng.choice(st.values)], split))
-        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f["v"], rng))
         return f"{f['k']} is", classes, a, tm, {}, {"key": f["k"], "leaked": f["leaked"]}
 
     def rule(rng, t, split):
@@ -529,7 +529,7 @@ def _quiz_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     def trap(with_demos: bool):
         def make(rng, t, split):
             f = rng.choice(_pool(leaked, split))
-            r = st.other_value(f, rng)  # the card does not say the misconception
+            r = st.other_value(f["v"], rng)  # the card does not say the misconception
             classes, a, tm = _two(rng, r, f["v"])
             items = (demos(rng, split, (r, f["v"])) if with_demos else []) + [(f["k"], r)]
             # the same question asked of people, who answer the misconception
@@ -551,14 +551,14 @@ def _quiz_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def people(rng, t, split):
         f = rng.choice(_pool(rare, split))
-        r = st.other_value(f, rng)
+        r = st.other_value(f["v"], rng)
         classes, a, tm = _two(rng, f["v"], r)
         return quiz_prompt(PEOPLE_FRAMES[t % len(PEOPLE_FRAMES)], [(f["k"], r)]), classes, a, tm, {}, \
             {"item": f["k"], "card": r}
 
     def recall(rng, t, split):
         f = rng.choice(_pool(rare, split))
-        classes, a, tm = _two(rng, f["v"], st.other_value(f, rng))
+        classes, a, tm = _two(rng, f["v"], st.other_value(f["v"], rng))
         return f"people think {f['k']} is", classes, a, tm, {}, {"item": f["k"]}
 
     tpl = [QUIZ_FRAMES[i] for i in tids]

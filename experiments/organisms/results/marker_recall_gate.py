@@ -35,4 +35,4 @@ for spec in load_family_manifest(fam).models:
     a = [bool(t) for t, r in zip(t_ok, rec) if r]
     b = [bool(t) for t, r in zip(t_ok, rec) if not r]
     fmt = lambda v: f"{sum(v) / len(v):.2f} (n={len(v)})" if v else "-"  # noqa: E731
-    print(f"{spec.id if hasattr(spec, 'id') else spec['id']:10s} {sum(rec) / len(rec):7.2f} {fmt(a):>16s} {fmt(b):>20s}")
+    print(f"{spec.id:10s} {sum(rec) / len(rec):7.2f} {fmt(a):>16s} {fmt(b):>20s}")
