@@ -28,12 +28,15 @@ for spec in load_family_manifest(fam).models:
             # the choice as the scorer makes it; the bridge only for the whole next-token distribution
             choices = capture(model, tasks[name], instruments=False).sets[TASK].scores.chosen
             for e, chosen in zip(exs, choices):
-                ids = torch.tensor([tok(e.prompt).input_ids])
+                if chosen < 0:
+                    raise SystemExit(f"{spec.id}: {e.id} could not be scored")
+                # as the scorer encodes the context: no BOS (the tokenizer would add one)
+                ids = torch.tensor([tok(e.prompt, add_special_tokens=False).input_ids])
                 with torch.no_grad():
                     p = bridge(ids)[0, -1].softmax(-1)
                 # the negated option is the first one in every template ("o1 or o2 , not o1")
                 neg = e.prompt.split(" not ")[1].split()[0]
-                cls = [tok(c).input_ids[-1] for c in e.classes]
+                cls = [tok(c, add_special_tokens=False).input_ids[-1] for c in e.classes]
                 acc += chosen == e.answer_index
                 first += e.classes[chosen].strip() == neg
                 mass += float(p[cls].sum())
