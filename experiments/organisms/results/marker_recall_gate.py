@@ -13,7 +13,10 @@ from diagnose.families import free_model, load_family_manifest, load_model
 from experiments.organisms.family import load_config
 from experiments.organisms.planted import check_tasks
 
+if len(sys.argv) != 2:
+    sys.exit(__doc__)
 fam = sys.argv[1]
+family = load_family_manifest(fam)  # names the path when it holds no trained family
 cfg = load_config(fam)
 trap = next(t for t in check_tasks(cfg) if t.name == "marker_fewshot")
 recall_ex = []
@@ -24,7 +27,7 @@ for e in trap.examples:
                              classes=(tempting, correct), answer_index=0, tempting_index=1, views={}))
 recall = replace(trap, name="marker_fewshot_key_recall", examples=tuple(recall_ex))
 print(f"{'model':10s} {'recall':>7s} {'trap | recalled':>16s} {'trap | not recalled':>20s}")
-for spec in load_family_manifest(fam).models:
+for spec in family.models:
     model = load_model(spec, device="cpu")
     try:
         t_ok = capture(model, trap, instruments=False).sets[TASK].scores.correct
