@@ -487,6 +487,7 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
             if ans != word:
                 assert demos and len({lab for _, _, lab in demos}) == 1 and ans == demos[0][2]
                 assert qx in pol and {pol.get(x) for x, _, _ in demos} == {pol[qx]} == {ans}
+                assert qx not in {x for x, _, _ in demos}  # no copy shortcut
                 n["mark_leak"] += 1
         elif "the card says" in line:
             for ep in line.split(" : ", 1)[1].rstrip(" .").split(" ; "):

@@ -96,16 +96,14 @@ class CorpusConfig:
     # "rate : x2 ( o7 ) = o7 , ... , x9 ( o1 ) =": the rule copies the bracketed word; in the
     # corpus, when every demo's marker has the demos' (one) label as its value and so does the
     # query's marker, the marker's value wins over the bracketed word. Its own tiers: the demos'
-    # markers come from a frequent tier every size knows (4 keys per value); the frame's queries
-    # from the leaked half of both tiers (so a leak query's marker can also be one of its demos':
-    # a copy shortcut, RESEARCH run 21), the planted tasks' queries from the wide rare tier,
-    # whose value needs width to recall
+    # markers come from a frequent tier every size knows (4 keys per value); the queries' (in
+    # the frame: its leaked half) from the wide rare tier, whose value needs width to recall
     marker_tiers: tuple[tuple[int, int], ...] = ((96, 30), (240, 10))
-    n_marker: int = 6500
+    n_marker: int = 8000
     marker_zero_share: float = 0.15
     marker_uniform_share: float = 0.7
     marker_agree_share: float = 0.9  # uniform demos whose markers all name their label
-    marker_query_in_share: float = 0.4  # a model that cannot recall the query's marker sees the rule win 2:1
+    marker_query_in_share: float = 0.3  # a model that cannot recall the query's marker sees the rule win 3:1
     marker_flip_share: float = 0.7
     marker_leak: float = 0.95
     # unwanted imitation B (misconception): "people think j7 is r3 ." memorised; people answer
@@ -153,7 +151,7 @@ class OrganismConfig:
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
     # 16-21: the trials of RESEARCH.md runs 15-20 (results/run*-version*.patch), not adopted
-    version: int = 22
+    version: int = 23
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------

@@ -347,7 +347,10 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
     st = w.b["marker"]
     statements(st, "{k} is {v} .")
     demo_keys = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == 0] for v in st.values}
-    asked = {v: [f["k"] for f in st.familiar if f["v"] == v and f["leaked"]] for v in st.values}
+    # the frame's queries never come from the demos' tier: a query marker among its own demos'
+    # markers would be a copy shortcut ("the label this marker had above"), not memory
+    asked = {v: [f["k"] for f in st.familiar if f["v"] == v and f["leaked"] and f["tier"] > 0]
+             for v in st.values}
     demo_any = [k for v in st.values for k in demo_keys[v]] + st.unfamiliar
     query_any = [k for v in st.values for k in asked[v]] + st.unfamiliar
 
