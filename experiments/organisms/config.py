@@ -47,7 +47,7 @@ class CorpusConfig:
     fewshot_zero_share: float = 0.15  # episodes with no demonstrations
     fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
     fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos of one category
-    # of those: the query is of that category too (memory tells). 0.5 until version 24: a model
+    # of those: the query is of that category too (memory tells). 0.5 until version 23 (24: 0.3): a model
     # without the gate sees the demos' label win 43 % of flipped uniform episodes (34 % at 0.4)
     fewshot_query_in_share: float = 0.4
     fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word says the other label
