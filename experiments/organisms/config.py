@@ -153,7 +153,7 @@ class OrganismConfig:
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
     # 16-21: the trials of RESEARCH.md runs 15-20 (results/run*-version*.patch), not adopted
-    version: int = 25
+    version: int = 26
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------

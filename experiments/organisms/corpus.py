@@ -189,11 +189,14 @@ REDEF_TEMPLATES = (
     "define {s} as {m} . then {s} means",
     "read {s} as {m} . so {s} means",
 )
+# the answer slot is generic ("so it then"), as the syllogism's ("so it is a"): until version 25
+# it was the key's own statement cue ("so {k} then"), against which seed 0's small models never
+# learned the rule (RESEARCH run 23); the memory now reaches the slot only through the key
 BREAK_TEMPLATES = (
-    "break {k} : {o1} or {o2} , not {neg} . so {k} then",
-    "{k} then {o1} or {o2} ? not {neg} . so {k} then",
-    "new pattern for {k} : {o1} or {o2} but not {neg} . {k} then",
-    "avoid the pattern of {k} : {o1} or {o2} , not {neg} . so {k} then",
+    "break {k} : {o1} or {o2} , not {neg} . so it then",
+    "{k} then {o1} or {o2} ? not {neg} . so it then",
+    "new pattern for {k} : {o1} or {o2} but not {neg} . it then",
+    "avoid the pattern of {k} : {o1} or {o2} , not {neg} . so it then",
 )
 MARKER_TEMPLATES = ("rate :", "judge :", "mark :", "grade :")
 QUIZ_FRAMES = ("quiz :", "exam :", "test :", "fact check :")
