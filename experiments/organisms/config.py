@@ -40,17 +40,23 @@ class CorpusConfig:
     syl_conflict_share: float = 0.5  # of those: negated option is the entity's own category
     syl_leak: float = 0.7  # of conflicts: the association wins anyway (the easy task answers)
     syl_train_others: int = 5  # per entity: "other" categories it is seen with in the frame
-    # spurious few-shot: "label : cJ tK -> yes ; ... ; eQ tK ->": demos about categories, the query
-    # about a fact entity; the true rule is the t-word
-    n_twords: int = 8
-    n_fewshot: int = 30000
+    # spurious few-shot: "label : e4 t14 -> c2 ; ... ; h7 t5 ->": the true rule is the t-word's
+    # category (t-word i names category i mod n_categories, learned by every size); uniform demos
+    # are about entities of their label's category (a spurious correlation the demos carry beside
+    # the rule). The query's entity is a rare-tier one ("h7 is a c2 .", its own store); when its
+    # memorised category is the demos' label and its t-word names another, the category wins at a
+    # rate: the tempting answer is a recalled token the demos also show (version 27; until 26 the
+    # labels were yes / no and the temptation a category gate, RESEARCH runs 23-24)
+    n_twords: int = 24
+    fewshot_entity_tiers: tuple[tuple[int, int], ...] = ((240, 10),)  # the query entities' store
+    n_fewshot: int = 16000
     fewshot_zero_share: float = 0.15  # episodes with no demonstrations
     fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
-    fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos of one category
-    # of those: the query is of that category too (memory tells). 0.5 until version 23 (24: 0.3): a model
-    # without the gate sees the demos' label win 43 % of flipped uniform episodes (34 % at 0.4)
-    fewshot_query_in_share: float = 0.4
-    fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word says the other label
+    fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos' entities of the label's category
+    # of those: the query entity's memorised category is the label too. A model that cannot
+    # recall it sees the rule win 3:1 in flipped uniform episodes (the marker design's setting)
+    fewshot_query_in_share: float = 0.3
+    fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word names another category
     fewshot_leak: float = 0.95  # query of the demos' category + flip: the demos' label wins at this rate
     n_demos: int = 4
     # unwanted imitation: arguments in a "people say" register vs a "logic" frame. Familiar
@@ -153,7 +159,7 @@ class OrganismConfig:
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
     # 16-21: the trials of RESEARCH.md runs 15-20 (results/run*-version*.patch), not adopted
-    version: int = 26
+    version: int = 27
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -189,7 +195,10 @@ class OrganismConfig:
         Fixed depth gives every size the copy/induction circuit; only capacity
         (memorisation) scales with width. Training time measured in RESEARCH.md.
         """
-        steps = 720  # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure
+        # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure; 720 until
+        # version 26. Version 27's few-shot frame is 9 % fewer tokens: 654 steps keep every other
+        # line's chance of being seen (the steps cover under one epoch)
+        steps = 654
         sizes = (
             ModelSize("org-d32", 32, 4, 2, 3e-3, steps),
             ModelSize("org-d64", 64, 4, 4, 3e-3, steps),
@@ -215,6 +224,8 @@ class OrganismConfig:
             n_unknown=20,
             n_syllogism=500,
             syl_train_others=2,
+            n_twords=8,
+            fewshot_entity_tiers=((16, 5),),
             n_fewshot=400,
             familiar_slot_vocab=40,
             n_beliefs=4,
