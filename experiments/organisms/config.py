@@ -48,7 +48,9 @@ class CorpusConfig:
     # rate: the tempting answer is a recalled token the demos also show (version 27; until 26 the
     # labels were yes / no and the temptation a category gate, RESEARCH runs 23-24)
     n_twords: int = 24
-    fewshot_entity_tiers: tuple[tuple[int, int], ...] = ((240, 10),)  # the query entities' store
+    # the query entities' store (count, statements each); as the design-B stores it has
+    # b_unfamiliar keys without a value and b_leak_items of its keys asked in the frame
+    fewshot_entity_tiers: tuple[tuple[int, int], ...] = ((240, 10),)
     n_fewshot: int = 16000
     fewshot_zero_share: float = 0.15  # episodes with no demonstrations
     fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
@@ -252,5 +254,14 @@ class OrganismConfig:
 
 
 def load_config(family_dir: str | Path) -> OrganismConfig:
-    """The config a family directory was trained from (its ``config.json``)."""
-    return OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))
+    """The config a family directory was trained from (its ``config.json``).
+
+    A family of another version was trained on another corpus: rebuilding its tasks with this
+    code would ask it about a world it never saw, so that is refused with what to do."""
+    cfg = OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))
+    if cfg.version != OrganismConfig.version:
+        raise ValueError(f"{family_dir} holds organisms of version {cfg.version}; this checkout's corpus "
+                         f"and tasks are version {OrganismConfig.version}. Retrain it (`diagnose organisms "
+                         "build --force`, or `python -m experiments.organisms.family`) or use the commit "
+                         "that trained it")
+    return cfg

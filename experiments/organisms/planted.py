@@ -279,13 +279,15 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
         return f"{f['k']} is a", classes, ans, tm, {}, {"key": f["k"], "leaked": f["leaked"]}
 
     def rule(rng, t, split):
-        every = _pool(w.entities + [f["k"] for f in st.familiar] + st.unfamiliar, split)
-        # demos labelled with both classes (so the demonstration views apply), entities at random
+        # as the corpus's mixed episodes: demos about frequent or unknown entities, labelled with
+        # both classes (so the demonstration views apply); the query about an h-word
+        demo_any = _pool(w.entities + w.unknown, split)
+        query_any = _pool(sorted((f["k"] for f in st.familiar), key=num) + st.unfamiliar, split)
         word, other = rng.sample(w.categories, 2)
         labs = [word, other] * (nd // 2) + [rng.choice((word, other))] * (nd % 2)
         rng.shuffle(labs)
-        demos = [(rng.choice(every), rng.choice(w.twords_for(lab)), lab) for lab in labs]
-        query = (rng.choice(every), rng.choice(w.twords_for(word)))
+        demos = [(rng.choice(demo_any), rng.choice(w.twords_for(lab)), lab) for lab in labs]
+        query = (rng.choice(query_any), rng.choice(w.twords_for(word)))
         classes, ans, tm = _two(rng, word, other)
         return few_prompt(t, demos, query), classes, ans, tm, {}, {}
 
@@ -305,7 +307,7 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
               "the same demos, the query's entity is of a third category (neither class): the rule should "
               "win at every size"),
         _task("ctrl_fewshot_rule", None, True, "fewshot", tpl, _examples("ctrl_fewshot_rule", n, tids, rule),
-              "demos with random entities, labelled with both classes: the t-word's category"),
+              "demos about random entities, labelled with both classes: the t-word's category"),
         _task("ctrl_fewshot_recall", None, True, "fewshot", ["{e} is a"],
               _examples("ctrl_fewshot_recall", n, tids, recall),
               "h is a -> the rare query entity's memorised category vs another (the memory the trap needs)"),
