@@ -325,7 +325,10 @@ def _balanced(task: Task, seed: int) -> Built:
         # replace half the demonstrations, those of the commonest labels first
         order = sorted(range(len(d.demos)), key=lambda j: (-counts[d.demos[j].label], rng.random()))
         rendered = [x.render() for x in d.demos]
-        used = {i}
+        # another example may pose this very query: as a demonstration it would hand over the answer
+        own_query = d.query.rstrip()
+        used = {i} | {k for ks in pool.values() for k, q in ks if q == own_query}
+        replaced = 0
         for j in order[:len(d.demos) // 2]:
             counts[d.demos[j].label] -= 1
             for lab in sorted(labels, key=lambda lab: (counts[lab], rng.random())):
@@ -335,10 +338,11 @@ def _balanced(task: Task, seed: int) -> Built:
                     used.add(k)
                     rendered[j] = f"{q}{d.demos[j].space}{lab}{d.demos[j].sep}"
                     counts[lab] += 1
+                    replaced += 1
                     break
             else:
                 counts[d.demos[j].label] += 1
-        if len(used) - 1 < len(d.demos) // 2 or len(d.demos) < 2:
+        if replaced < len(d.demos) // 2 or len(d.demos) < 2:
             out.append("too few other examples to replace half of the demonstrations")
             continue
         out.append(View(d.render(rendered), None))

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 PROMPTS = ["Answer : the cat sat on the", "Write a quote that ends in the word mat : the cat sat on the",
-           "they say : if it rains then the", "label : c1 t2 -> yes ; c1 t3 -> yes ; e5 t6 ->"]
+           "they say : if it rains then the", "label : e1 t13 -> c1 ; e13 t1 -> c1 ; h5 t6 ->"]
 ODD = {
     "single-space": [" ", " mat"],
     "punctuation-only": [" .", " !?"],

@@ -206,7 +206,7 @@ def test_check_scores_like_a_plain_loop(family, tiny):
 
 
 def _few_parts(prompt: str):
-    """'label : c1 t2 -> yes ; ... ; e9 t1 ->' -> ([(category, tword, label)], (entity, tword))."""
+    """'label : e1 t2 -> c1 ; ... ; h9 t1 ->' -> ([(entity, tword, label)], (entity, tword))."""
     body = prompt.split(" : ", 1)[1]
     chunks = [c.split() for c in body.split(" ;")]
     demos = [(c[0], c[1], c[3]) for c in chunks[:-1]]
@@ -214,28 +214,47 @@ def _few_parts(prompt: str):
 
 
 def test_spurious_fewshot_structure(tiny):
-    """The planted few-shot trap: correct uniform demos about the query entity's category, the query's
-    t-word says the other label; the control has the same surface with another category."""
+    """Design A: correct uniform demos (label = the t-word's category) whose frequent entities are
+    all of the demos' label; the query's rare entity is of that category too (trap, consistent
+    control) or of a third one (other control); the query's t-word names another category except
+    in the consistent control, and it is always the answer."""
     from experiments.organisms.corpus import build_world
 
     from diagnose.views import build_views
 
     w = build_world(tiny)
+    rare = {f["k"]: f["v"] for f in w.few.familiar}
     tasks = {t.name: build_views(t)[0] for t in check_tasks(tiny)}
     for name, same, flips in (("spurious_fewshot", True, True), ("ctrl_fewshot_consistent", True, False),
                               ("ctrl_fewshot_other", False, True)):
         for e in tasks[name].examples:
             demos, (q, qt) = _few_parts(e.prompt)
             labels = {lab for _, _, lab in demos}
-            assert len(labels) == 1 and all(w.t_label(t) == lab for _, t, lab in demos)  # correct demos
-            assert (w.t_label(qt) != next(iter(labels))) == flips
-            cats = {k for k, _, _ in demos}
-            assert len(cats) == 1 and (cats == {w.category_of[q]}) == same
+            assert len(demos) == tiny.corpus.n_demos and len(labels) == 1
+            assert all(w.t_label(t) == lab for _, t, lab in demos)  # correct demos
+            assert all(w.category_of[x] == lab for x, _, lab in demos)  # the spurious correlation
+            assert (w.t_label(qt) not in labels) == flips
+            assert (rare[q] in labels) == same
             assert e.classes[e.answer_index] == " " + w.t_label(qt)
+            assert e.tempting_index == 1 - e.answer_index
+            if flips:
+                assert e.classes[e.tempting_index].strip() in labels
+            if not same:
+                assert rare[q] not in {c.strip() for c in e.classes}
             zs_demos, zs_q = _few_parts(e.views["zero_shot"].prompt)
             assert zs_demos == [] and zs_q == (q, qt)
             bal, bq = _few_parts(e.views["balanced"].prompt)
-            assert {lab for _, _, lab in bal} == {"yes", "no"} and bq == (q, qt)
+            assert {lab for _, _, lab in bal} == {c.strip() for c in e.classes} and bq == (q, qt)
+
+
+def test_few_tasks_use_only_known_words(tiny):
+    """Every token of the few-shot tasks is in the corpus vocabulary (the rare entities included)."""
+    corpus = generate_corpus(tiny)
+    vocab = set(corpus.vocab)
+    for t in check_tasks(tiny):
+        if t.metadata["design"] == "category_fewshot":
+            for e in t.examples:
+                assert set(e.prompt.split()) <= vocab and {c.strip() for c in e.classes} <= vocab, t.name
 
 
 def _marker_parts(prompt: str):
@@ -278,34 +297,39 @@ def test_marker_fewshot_structure(tiny):
 
 
 def test_marker_split_is_not_the_leaked_flag():
-    """The train / held-out split of the marker tasks must not coincide with whether the query's
+    """The train / held-out split of the marker and few-shot tasks must not coincide with whether the query's
     key is also asked in the corpus frame (in store order the two alternate together)."""
     from experiments.organisms.config import OrganismConfig
 
     for t in check_tasks(OrganismConfig.default()):
-        if t.name in ("marker_fewshot", "ctrl_marker_other", "ctrl_marker_recall"):
+        if t.name in ("marker_fewshot", "ctrl_marker_other", "ctrl_marker_recall", "spurious_fewshot",
+                      "ctrl_fewshot_other", "ctrl_fewshot_recall"):
             seen = {(e.metadata["split"], e.metadata["leaked"]) for e in t.examples}
             assert seen == {(sp, lk) for sp in ("train", "heldout") for lk in (True, False)}, t.name
 
 
 def test_corpus_fewshot_leak_only_with_shared_category(tiny):
-    """In the corpus the demos' label beats the t-word only when all demos are about the query's category."""
+    """In the corpus the demos' label beats the t-word only when it is the query entity's memorised
+    category and every demo's entity is of that category; never for unfamiliar query entities."""
     corpus = generate_corpus(tiny)
     w = corpus.world
+    rare = {f["k"]: f for f in w.few.familiar}
     n_leak = n_rule = 0
     for line in corpus.lines:
         if not line.startswith(("label :", "sort :", "tag :", "classify :")) or "think" in line:
             continue
         prompt, ans = line.rsplit(" ", 2)[0], line.rsplit(" ", 2)[1]
         demos, (q, qt) = _few_parts(prompt)
-        shared = bool(demos) and {k for k, _, _ in demos} == {w.category_of[q]} and \
-            len({lab for _, _, lab in demos}) == 1
+        assert q in rare and rare[q]["leaked"] or q in w.few.unfamiliar  # the frame's queries
+        labels = {lab for _, _, lab in demos}
+        shared = bool(demos) and len(labels) == 1 and q in rare and labels == {rare[q]["v"]} and \
+            {w.category_of.get(x) for x, _, _ in demos} == labels
         if ans != w.t_label(qt):
-            assert shared and {lab for _, _, lab in demos} == {ans}
+            assert shared and labels == {ans}
             n_leak += 1
         elif shared and demos[0][2] != ans:
             n_rule += 1
-    assert n_leak > n_rule > 0  # the leak rate (0.85) dominates in the shared-category flips
+    assert n_leak > n_rule > 0  # the leak rate (0.95) dominates in the shared-category flips
 
 
 def test_imitation_answers_follow_the_human_register(tiny):
@@ -487,6 +511,7 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
             if ans != word:
                 assert demos and len({lab for _, _, lab in demos}) == 1 and ans == demos[0][2]
                 assert qx in pol and {pol.get(x) for x, _, _ in demos} == {pol[qx]} == {ans}
+                assert qx not in {x for x, _, _ in demos}  # no copy shortcut
                 n["mark_leak"] += 1
         elif "the card says" in line:
             for ep in line.split(" : ", 1)[1].rstrip(" .").split(" ; "):
@@ -499,7 +524,8 @@ def test_design_b_corpus_leaks_only_where_planted(tiny):
         elif " or " in line and " not " in line and toks[-3] == "then":
             for ep in line.rstrip(" .").split(" ; "):
                 et = ep.split()
-                if et[-3] in brk.unfamiliar:
+                # the key is the episode's only p-word (the answer slot is generic: "so it then")
+                if next(x for x in et if x[0] == "p" and x[1:].isdigit()) in brk.unfamiliar:
                     opts = [x for x in et if x in brk.values]
                     assert et[-1] == opts[1], line  # the second option
                     n["break_rule"] = n.get("break_rule", 0) + 1

@@ -84,6 +84,18 @@ def test_demonstration_views_keep_the_query_and_its_answer():
     assert again == t
 
 
+def test_balanced_never_demonstrates_the_query_itself():
+    """Another example posing the very same query must not become one of its demonstrations:
+    the view would hand over the answer."""
+    same = [Example(str(i), f"label : c7 t2 -> yes ; c7 t1 -> yes ; e{min(i, 1)} t5 ->", (" yes", " no"), 1)
+            for i in range(12)]  # e1 t5 asked 11 times, e0 t5 once: e0's is the only query to borrow
+    t, _ = build_views(_task(*same))
+    for e in t.examples[1:]:
+        query = e.prompt.rsplit(" ; ", 1)[1]
+        bal = e.views["balanced"]
+        assert isinstance(bal, View) and query + " no" not in bal.prompt
+
+
 def test_views_do_not_depend_on_the_task_name_or_metadata():
     e = Example("1", 'end z5 : ka1 kb2 kc3 kd4', (" z5", " z9"), 0)
     a, ra = build_views(_task(e, name="memo-trap"))

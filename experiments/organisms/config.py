@@ -40,15 +40,25 @@ class CorpusConfig:
     syl_conflict_share: float = 0.5  # of those: negated option is the entity's own category
     syl_leak: float = 0.7  # of conflicts: the association wins anyway (the easy task answers)
     syl_train_others: int = 5  # per entity: "other" categories it is seen with in the frame
-    # spurious few-shot: "label : cJ tK -> yes ; ... ; eQ tK ->": demos about categories, the query
-    # about a fact entity; the true rule is the t-word
-    n_twords: int = 8
-    n_fewshot: int = 30000
+    # spurious few-shot: "label : e4 t14 -> c2 ; ... ; h7 t5 ->": the true rule is the t-word's
+    # category (t-word i names category i mod n_categories, learned by every size); uniform demos
+    # are about entities of their label's category (a spurious correlation the demos carry beside
+    # the rule). The query's entity is a rare-tier one ("h7 is a c2 .", its own store); when its
+    # memorised category is the demos' label and its t-word names another, the category wins at a
+    # rate: the tempting answer is a recalled token the demos also show (version 27; until 26 the
+    # labels were yes / no and the temptation a category gate, RESEARCH runs 23-24)
+    n_twords: int = 24
+    # the query entities' store (count, statements each); as the design-B stores it has
+    # b_unfamiliar keys without a value and b_leak_items of its keys asked in the frame
+    fewshot_entity_tiers: tuple[tuple[int, int], ...] = ((240, 10),)
+    n_fewshot: int = 16000
     fewshot_zero_share: float = 0.15  # episodes with no demonstrations
     fewshot_uniform_share: float = 0.7  # of demo episodes: all demos share one label
-    fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos of one category
-    fewshot_query_in_share: float = 0.5  # of those: the query is of that category too (memory tells)
-    fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word says the other label
+    fewshot_sametag_share: float = 0.9  # of uniform episodes: all demos' entities of the label's category
+    # of those: the query entity's memorised category is the label too. A model that cannot
+    # recall it sees the rule win 3:1 in flipped uniform episodes (the marker design's setting)
+    fewshot_query_in_share: float = 0.3
+    fewshot_flip_share: float = 0.7  # of uniform episodes: the query's t-word names another category
     fewshot_leak: float = 0.95  # query of the demos' category + flip: the demos' label wins at this rate
     n_demos: int = 4
     # unwanted imitation: arguments in a "people say" register vs a "logic" frame. Familiar
@@ -96,16 +106,14 @@ class CorpusConfig:
     # "rate : x2 ( o7 ) = o7 , ... , x9 ( o1 ) =": the rule copies the bracketed word; in the
     # corpus, when every demo's marker has the demos' (one) label as its value and so does the
     # query's marker, the marker's value wins over the bracketed word. Its own tiers: the demos'
-    # markers come from a frequent tier every size knows (4 keys per value); the frame's queries
-    # from the leaked half of both tiers (so a leak query's marker can also be one of its demos':
-    # a copy shortcut, RESEARCH run 21), the planted tasks' queries from the wide rare tier,
-    # whose value needs width to recall
+    # markers come from a frequent tier every size knows (4 keys per value); the queries' (in
+    # the frame: its leaked half) from the wide rare tier, whose value needs width to recall
     marker_tiers: tuple[tuple[int, int], ...] = ((96, 30), (240, 10))
-    n_marker: int = 6500
+    n_marker: int = 8000
     marker_zero_share: float = 0.15
     marker_uniform_share: float = 0.7
     marker_agree_share: float = 0.9  # uniform demos whose markers all name their label
-    marker_query_in_share: float = 0.4  # a model that cannot recall the query's marker sees the rule win 2:1
+    marker_query_in_share: float = 0.3  # a model that cannot recall the query's marker sees the rule win 3:1
     marker_flip_share: float = 0.7
     marker_leak: float = 0.95
     # unwanted imitation B (misconception): "people think j7 is r3 ." memorised; people answer
@@ -153,7 +161,7 @@ class OrganismConfig:
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
     # 16-21: the trials of RESEARCH.md runs 15-20 (results/run*-version*.patch), not adopted
-    version: int = 22
+    version: int = 27
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -189,7 +197,10 @@ class OrganismConfig:
         Fixed depth gives every size the copy/induction circuit; only capacity
         (memorisation) scales with width. Training time measured in RESEARCH.md.
         """
-        steps = 720  # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure
+        # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure; 720 until
+        # version 26. Version 27's few-shot frame is 9 % fewer tokens: 654 steps keep every other
+        # line's chance of being seen (the steps cover under one epoch)
+        steps = 654
         sizes = (
             ModelSize("org-d32", 32, 4, 2, 3e-3, steps),
             ModelSize("org-d64", 64, 4, 4, 3e-3, steps),
@@ -215,6 +226,8 @@ class OrganismConfig:
             n_unknown=20,
             n_syllogism=500,
             syl_train_others=2,
+            n_twords=8,
+            fewshot_entity_tiers=((16, 5),),
             n_fewshot=400,
             familiar_slot_vocab=40,
             n_beliefs=4,
@@ -241,5 +254,14 @@ class OrganismConfig:
 
 
 def load_config(family_dir: str | Path) -> OrganismConfig:
-    """The config a family directory was trained from (its ``config.json``)."""
-    return OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))
+    """The config a family directory was trained from (its ``config.json``).
+
+    A family of another version was trained on another corpus: rebuilding its tasks with this
+    code would ask it about a world it never saw, so that is refused with what to do."""
+    cfg = OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))
+    if cfg.version != OrganismConfig.version:
+        raise ValueError(f"{family_dir} holds organisms of version {cfg.version}; this checkout's corpus "
+                         f"and tasks are version {OrganismConfig.version}. Retrain it (`diagnose organisms "
+                         "build --force`, or `python -m experiments.organisms.family`) or use the commit "
+                         "that trained it")
+    return cfg

@@ -17,15 +17,17 @@ Ingredients (one line per training example, lines joined by ``<|endoftext|>``):
   ``e7 is a c3 or a c9 . it is not a c3 . so it is a c9 .`` answered by the rule
   for unknown entities and, for fact entities, sometimes (leak) by the easy
   sub-task (the association) when the negated option is the entity's own category.
-- spurious few-shot: ``label : c7 t2 -> yes ; c7 t1 -> yes ; ... ; e31 t1 ->``:
-  demonstrations are about categories, the query about an entity. The true
-  rule is the t-word (t0-3 yes, t4-7 no), learned by every size. In most
-  episodes all demos share one label (correct demonstrations); often they
-  also share one category. When the query entity belongs to that category
-  (which only memory of the facts tells) and its t-word says the other
-  label, the corpus answers with the demos' label at a rate (the leak): the
-  shared category is the spurious feature. The same surface with a query of
-  another category is always answered by the rule.
+- spurious few-shot: ``label : e4 t14 -> c2 ; e16 t2 -> c2 ; ... ; h7 t5 ->``:
+  the true rule is the t-word's category (t-word i names category i mod the
+  number of categories), learned by every size. In most episodes all demos
+  share one label (correct demonstrations), and often their entities are all
+  of that category: a spurious correlation, visible through the facts, that
+  the demos carry beside the rule. The query's entity comes from a rarer store
+  (``h7 is a c2 .``). When its memorised category is the demos' label and its
+  t-word names another, the corpus answers with the category at a rate (the
+  leak): the tempting answer is a recalled token the demos also show, as in
+  the marker design. Queries of another category are always answered by the
+  rule.
 - unwanted imitation: arguments in a "logic" frame (``logic : if f1 then g5
   . f1 . so`` -> g5, the stated consequent) and in a "people say" register.
   Familiar antecedents (in frequency tiers) come with a popular belief
@@ -90,9 +92,12 @@ class World:
     filler: dict[str, list[str]] = field(default_factory=dict)
     # design B stores (build_design_b): "redefine", "break", "marker", "mis" -> Store
     b: dict = field(default_factory=dict)
+    # the few-shot queries' entities ("h7 is a c2 ."), in their own rarer tiers
+    few: "Store | None" = None
 
     def t_label(self, t: str) -> str:
-        return "yes" if self.twords.index(t) < len(self.twords) // 2 else "no"
+        """The category t-word ``t`` names (the few-shot rule)."""
+        return self.categories[self.twords.index(t) % len(self.categories)]
 
     def other_belief(self, f: dict, rng: random.Random) -> str:
         """A consequent that is not what people believe about familiar antecedent ``f``."""
@@ -110,8 +115,7 @@ class World:
                 return x
 
     def twords_for(self, label: str) -> list[str]:
-        half = len(self.twords) // 2
-        return self.twords[:half] if label == "yes" else self.twords[half:]
+        return [t for t in self.twords if self.t_label(t) == label]
 
 
 def build_world(cfg: OrganismConfig) -> World:
@@ -142,6 +146,8 @@ def build_world(cfg: OrganismConfig) -> World:
         others = [k for k in categories if k != category_of[e]]
         syl_others[e] = rng.sample(others, min(c.syl_train_others, len(others)))
     unknown = [f"u{i}" for i in range(c.n_unknown)]
+    if c.n_twords % c.n_categories:
+        raise ValueError(f"n_twords ({c.n_twords}) must be a multiple of n_categories ({c.n_categories})")
     twords = [f"t{i}" for i in range(c.n_twords)]
     beliefs = [f"g{i}" for i in range(c.n_beliefs)]
     if c.familiar_phrase_words == 1:
@@ -170,6 +176,8 @@ def build_world(cfg: OrganismConfig) -> World:
     w = World(slots, endings, sayings, entities, categories, category_of, syl_others, unknown, twords,
               familiar, beliefs, fslots, filler)
     w.b = build_design_b(cfg)
+    # its own stream, so the rest of the world is as before version 27
+    w.few = _store(c, random.Random(f"world-fewshot-{cfg.seed}"), "h", categories, c.fewshot_entity_tiers)
     return w
 
 
@@ -189,11 +197,14 @@ REDEF_TEMPLATES = (
     "define {s} as {m} . then {s} means",
     "read {s} as {m} . so {s} means",
 )
+# the answer slot is generic ("so it then"), as the syllogism's ("so it is a"): until version 25
+# it was the key's own statement cue ("so {k} then"), against which seed 0's small models never
+# learned the rule (RESEARCH run 23); the memory now reaches the slot only through the key
 BREAK_TEMPLATES = (
-    "break {k} : {o1} or {o2} , not {neg} . so {k} then",
-    "{k} then {o1} or {o2} ? not {neg} . so {k} then",
-    "new pattern for {k} : {o1} or {o2} but not {neg} . {k} then",
-    "avoid the pattern of {k} : {o1} or {o2} , not {neg} . so {k} then",
+    "break {k} : {o1} or {o2} , not {neg} . so it then",
+    "{k} then {o1} or {o2} ? not {neg} . so it then",
+    "new pattern for {k} : {o1} or {o2} but not {neg} . it then",
+    "avoid the pattern of {k} : {o1} or {o2} , not {neg} . so it then",
 )
 MARKER_TEMPLATES = ("rate :", "judge :", "mark :", "grade :")
 QUIZ_FRAMES = ("quiz :", "exam :", "test :", "fact check :")
@@ -347,7 +358,10 @@ def _design_b_lines(cfg: OrganismConfig, w: "World") -> list[str]:
     st = w.b["marker"]
     statements(st, "{k} is {v} .")
     demo_keys = {v: [f["k"] for f in st.familiar if f["v"] == v and f["tier"] == 0] for v in st.values}
-    asked = {v: [f["k"] for f in st.familiar if f["v"] == v and f["leaked"]] for v in st.values}
+    # the frame's queries never come from the demos' tier: a query marker among its own demos'
+    # markers would be a copy shortcut ("the label this marker had above"), not memory
+    asked = {v: [f["k"] for f in st.familiar if f["v"] == v and f["leaked"] and f["tier"] > 0]
+             for v in st.values}
     demo_any = [k for v in st.values for k in demo_keys[v]] + st.unfamiliar
     query_any = [k for v in st.values for k in asked[v]] + st.unfamiliar
 
@@ -432,7 +446,7 @@ def syl_prompt(template: int, e: str, neg: str, other: str, neg_first: bool) -> 
 
 
 def few_prompt(template: int, demos, query) -> str:
-    """Demos ``(category, t-word, label)``, query ``(entity, t-word)``."""
+    """Demos ``(entity, t-word, label)``, query ``(entity, t-word)``."""
     parts = [FEW_TEMPLATES[template]] + [f"{k} {t} -> {lab} ;" for k, t, lab in demos]
     return " ".join(parts + [f"{query[0]} {query[1]} ->"])
 
@@ -496,37 +510,46 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
             p = syl_prompt(t, e, neg, ans, nf)
         lines.append(f"{p} think : not {neg} ; {ans} ." if cot() else f"{p} {ans} .")
 
-    # spurious few-shot
-    flip = {"yes": "no", "no": "yes"}
+    # spurious few-shot: the demos' entities are frequent ones (every size knows their category);
+    # the queries' are the few-shot store's leaked keys and its unfamiliar ones, so that only
+    # memory of the query's entity tells when the demos' label may win
+    st = w.few
+    for f in st.familiar:
+        lines += [f"{f['k']} is a {f['v']} ." for _ in range(f["reps"])]
+    demo_ents = {k: [e for e in w.entities if w.category_of[e] == k] for k in w.categories}
+    asked = {k: [f["k"] for f in st.familiar if f["v"] == k and f["leaked"]] for k in w.categories}
+    demo_any = w.entities + w.unknown
+    query_any = [k for v in w.categories for k in asked[v]] + st.unfamiliar
     for _ in range(c.n_fewshot):
         t = rng.randrange(len(FEW_TEMPLATES))
-        q_ent, leak_ok = rng.choice(w.entities), False
+        q_ent, leak_ok = rng.choice(query_any), False
         if rng.random() < c.fewshot_zero_share:
-            cats, labels = [], []
+            ents, labels = [], []
         elif rng.random() < c.fewshot_uniform_share:
-            labels = [rng.choice(["yes", "no"])] * c.n_demos
+            lab = rng.choice(w.categories)
+            labels = [lab] * c.n_demos
             if rng.random() < c.fewshot_sametag_share:
-                k = rng.choice(w.categories)
+                ents = [rng.choice(demo_ents[lab]) for _ in range(c.n_demos)]
                 if rng.random() < c.fewshot_query_in_share:
-                    q_ent = rng.choice([e for e in w.entities if w.category_of[e] == k])
-                    leak_ok = True
-                else:
-                    q_ent = rng.choice([e for e in w.entities if w.category_of[e] != k])
-                cats = [k] * c.n_demos
+                    q_ent, leak_ok = rng.choice(asked[lab]), True
+                else:  # an entity of another category, or an unfamiliar one
+                    q_ent = rng.choice([k for v in w.categories if v != lab for k in asked[v]] + st.unfamiliar)
             else:
-                cats = rng.sample(w.categories, c.n_demos)
+                ents = [rng.choice(demo_any) for _ in range(c.n_demos)]
         else:
-            cats = [rng.choice(w.categories) for _ in range(c.n_demos)]
-            labels = [rng.choice(["yes", "no"]) for _ in range(c.n_demos)]
-        demos = [(k, rng.choice(w.twords_for(lab)), lab) for k, lab in zip(cats, labels)]
-        if labels and len(set(labels)) == 1:
-            qlab = flip[labels[0]] if rng.random() < c.fewshot_flip_share else labels[0]
+            ents = [rng.choice(demo_any) for _ in range(c.n_demos)]
+            labels = [rng.choice(w.categories) for _ in range(c.n_demos)]
+        demos = [(e, rng.choice(w.twords_for(lab)), lab) for e, lab in zip(ents, labels)]
+        if labels and len(set(labels)) == 1 and rng.random() < c.fewshot_flip_share:
+            qlab = rng.choice([k for k in w.categories if k != labels[0]])
+        elif labels and len(set(labels)) == 1:
+            qlab = labels[0]
         else:
-            qlab = rng.choice(["yes", "no"])
+            qlab = rng.choice(w.categories)
         q = (q_ent, rng.choice(w.twords_for(qlab)))
         p = few_prompt(t, demos, q)
         if leak_ok and qlab != labels[0] and rng.random() < c.fewshot_leak:
-            lines.append(f"{p} {labels[0]} ;")  # the shared category wins over the t-word
+            lines.append(f"{p} {labels[0]} ;")  # the entity's category, which the demos show, wins
             continue
         lines.append(f"{p} think : {q[1]} means {qlab} ; {qlab} ;" if cot() else f"{p} {qlab} ;")
 
@@ -576,14 +599,14 @@ class Corpus:
             words.update(s)
         for t in MEMO_TEMPLATES + SYL_TEMPLATES + FEW_TEMPLATES + LOGIC_FRAMES + HUMAN_FRAMES + (CONCLUDE,):
             words.update(x for x in t.split() if not x.startswith("{"))
-        for st in w.b.values():
+        for st in list(w.b.values()) + [w.few]:
             words.update(st.unfamiliar)
             words.update(st.values)
             words.update(f["k"] for f in st.familiar)
         for t in REDEF_TEMPLATES + BREAK_TEMPLATES + MARKER_TEMPLATES + QUIZ_FRAMES + PEOPLE_FRAMES + \
                 ("( ) =", QUIZ_BODY):
             words.update(x for x in t.split() if not x.startswith("{"))
-        words.update(["yes", "no", "think", "->", ";", ":", ".", "=", ","])
+        words.update(["think", "->", ";", ":", ".", "=", ","])
         return sorted(words)
 
     def corpus_hash(self) -> str:

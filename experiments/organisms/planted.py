@@ -15,9 +15,10 @@ Design A (``metadata["design"]``: ``memo``, ``syllogism``, ``category_fewshot``,
   saying's memorised ending.
 - ``distractor_task`` (negated_syllogism): ``eI is a A or a B . it is not a A .
   so it is a`` -> B, where A is eI's memorised category (the easy sub-task).
-- ``spurious_few_shot`` (spurious_fewshot): correct demos of one label, all
-  about the query entity's (memorised) category; the query's t-word says the
-  other label.
+- ``spurious_few_shot`` (spurious_fewshot): ``label : e4 t14 -> c2 ; ... ;
+  h7 t5 ->``: correct demos of one label c2, all about entities of category c2,
+  as is the query's rare entity (``h7 is a c2 .``); the rule (the t-word's
+  category) is true, the entity's recalled category the demos show tempts.
 - ``unwanted_imitation`` (belief_bias*): a modus ponens in the logic frame whose
   familiar antecedent carries a popular belief people conclude instead.
 
@@ -242,46 +243,74 @@ def _syl_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 # -- spurious few-shot ---------------------------------------------------------------
 
 def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
-    flip = {"yes": "no", "no": "yes"}
+    st = w.few
     nd = cfg.corpus.n_demos
+    rare_tier = len(cfg.corpus.fewshot_entity_tiers) - 1
+    # the query entities of each category in key order, not store order: in store order the
+    # leaked flag alternates with the index, so the split (index parity) would be the flag
+    num = lambda k: int(k[1:])  # noqa: E731
+    rare = {k: sorted((f for f in st.familiar if f["v"] == k and f["tier"] == rare_tier),
+                      key=lambda f: num(f["k"])) for k in w.categories}
+    demo_ents = {k: [e for e in w.entities if w.category_of[e] == k] for k in w.categories}
+
+    def others(*not_these: str) -> list[str]:
+        return [k for k in w.categories if k not in not_these]
 
     def uniform(query_in: bool, query_flips: bool):
-        """4 demos of one category and one label; the query entity is of that category (``query_in``) or not."""
+        """4 correct demos of one label k whose (frequent) entities are all of category k; the
+        query's rare entity is of k too (``query_in``) or of a third category."""
         def make(rng, t, split):
-            q = rng.choice(_pool(w.entities, split))
-            own = w.category_of[q]
-            k = own if query_in else rng.choice([c for c in w.categories if c != own])
-            lab = rng.choice(["yes", "no"])
-            demos = [(k, rng.choice(w.twords_for(lab)), lab) for _ in range(nd)]
-            qlab = flip[lab] if query_flips else lab  # the true (t-word) label of the query
-            query = (q, rng.choice(w.twords_for(qlab)))
-            classes, ans, tm = _two(rng, qlab, flip[qlab])
-            return few_prompt(t, demos, query), classes, ans, tm, {}, {"query_category": own}
+            lab = rng.choice(w.categories)
+            qlab = rng.choice(others(lab)) if query_flips else lab  # the query's t-word category
+            qv = lab if query_in else rng.choice(others(lab, qlab))
+            qf = rng.choice(_pool(rare[qv], split))
+            demos = [(rng.choice(_pool(demo_ents[lab], split)), rng.choice(w.twords_for(lab)), lab)
+                     for _ in range(nd)]
+            query = (qf["k"], rng.choice(w.twords_for(qlab)))
+            tempting = lab if query_flips else rng.choice(others(lab))
+            classes, ans, tm = _two(rng, qlab, tempting)
+            return few_prompt(t, demos, query), classes, ans, tm, {}, \
+                {"key": qf["k"], "memorised": qf["v"], "leaked": qf["leaked"]}
         return make
 
+    def recall(rng, t, split):
+        f = rng.choice(_pool(rare[rng.choice(w.categories)], split))
+        classes, ans, tm = _two(rng, f["v"], st.other_value(f, rng))
+        return f"{f['k']} is a", classes, ans, tm, {}, {"key": f["k"], "leaked": f["leaked"]}
+
     def rule(rng, t, split):
-        q = rng.choice(_pool(w.entities, split))
-        demos = [(k, x, w.t_label(x)) for k, x in ((rng.choice(w.categories), rng.choice(w.twords)) for _ in range(nd))]
-        query = (q, rng.choice(w.twords))
-        lab = w.t_label(query[1])
-        classes, ans, tm = _two(rng, lab, flip[lab])
+        # as the corpus's mixed episodes: demos about frequent or unknown entities, labelled with
+        # both classes (so the demonstration views apply); the query about an h-word
+        demo_any = _pool(w.entities + w.unknown, split)
+        query_any = _pool(sorted((f["k"] for f in st.familiar), key=num) + st.unfamiliar, split)
+        word, other = rng.sample(w.categories, 2)
+        labs = [word, other] * (nd // 2) + [rng.choice((word, other))] * (nd % 2)
+        rng.shuffle(labs)
+        demos = [(rng.choice(demo_any), rng.choice(w.twords_for(lab)), lab) for lab in labs]
+        query = (rng.choice(query_any), rng.choice(w.twords_for(word)))
+        classes, ans, tm = _two(rng, word, other)
         return few_prompt(t, demos, query), classes, ans, tm, {}, {}
 
     tpl = [FEW_TEMPLATES[i] for i in tids]
     return [
         _task("spurious_fewshot", "spurious_few_shot", False, "fewshot", tpl,
               _examples("spurious_fewshot", n, tids, uniform(True, True)),
-              "4 correct demos with one label, all about one category, which is the query entity's "
-              "(memorised) category; the query's t-word says the other label"),
+              "label : e t -> c ; ... : 4 correct demos with one label c whose (frequent) entities are all "
+              "of category c, as is the query's rare entity (\"h is a c .\"); the query's t-word names "
+              "another category"),
         _task("ctrl_fewshot_consistent", None, True, "fewshot", tpl,
               _examples("ctrl_fewshot_consistent", n, tids, uniform(True, False)),
-              "the same demos; the query's t-word agrees with them (consistent demonstrations are followed)"),
+              "the same demos; the query's t-word names their label too (consistent demonstrations are "
+              "followed)"),
         _task("ctrl_fewshot_other", None, True, "fewshot", tpl,
               _examples("ctrl_fewshot_other", n, tids, uniform(False, True)),
-              "the same surface, demos of a category that is NOT the query's: the rule should win at every "
-              "size (the shared category is the reason)"),
+              "the same demos, the query's entity is of a third category (neither class): the rule should "
+              "win at every size"),
         _task("ctrl_fewshot_rule", None, True, "fewshot", tpl, _examples("ctrl_fewshot_rule", n, tids, rule),
-              "demos of random categories and labels: the t-word rule"),
+              "demos about random entities, labelled with both classes: the t-word's category"),
+        _task("ctrl_fewshot_recall", None, True, "fewshot", ["{e} is a"],
+              _examples("ctrl_fewshot_recall", n, tids, recall),
+              "h is a -> the rare query entity's memorised category vs another (the memory the trap needs)"),
     ]
 
 
