@@ -161,7 +161,7 @@ class OrganismConfig:
     # bumped whenever corpus.py / train.py change what a config produces, so the
     # cache key (config_hash) never serves a family built by older code
     # 16-21: the trials of RESEARCH.md runs 15-20 (results/run*-version*.patch), not adopted
-    version: int = 27
+    version: int = 28
     n_test: int = 300  # items per planted / check task
 
     # -- serialisation -------------------------------------------------------
@@ -197,10 +197,10 @@ class OrganismConfig:
         Fixed depth gives every size the copy/induction circuit; only capacity
         (memorisation) scales with width. Training time measured in RESEARCH.md.
         """
-        # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure; 720 until
-        # version 26. Version 27's few-shot frame is 9 % fewer tokens: 654 steps keep every other
-        # line's chance of being seen (the steps cover under one epoch)
-        steps = 654
+        # 600 until version 14: the design-B lines (+20 % tokens) keep design A's exposure. Version
+        # 27 trained 654 (its few-shot frame is 9 % fewer tokens; the steps cover under one epoch),
+        # and d256 followed the marker memory less on seed 0 (RESEARCH run 26): 720 again
+        steps = 720
         sizes = (
             ModelSize("org-d32", 32, 4, 2, 3e-3, steps),
             ModelSize("org-d64", 64, 4, 4, 3e-3, steps),
