@@ -275,7 +275,7 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
 
     def recall(rng, t, split):
         f = rng.choice(_pool(rare[rng.choice(w.categories)], split))
-        classes, ans, tm = _two(rng, f["v"], st.other_value(f, rng))
+        classes, ans, tm = _two(rng, f["v"], st.other_value(f["v"], rng))
         return f"{f['k']} is a", classes, ans, tm, {}, {"key": f["k"], "leaked": f["leaked"]}
 
     def rule(rng, t, split):
