@@ -54,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .config import CorpusConfig, OrganismConfig
 
@@ -115,7 +116,20 @@ class World:
                 return x
 
     def twords_for(self, label: str) -> list[str]:
-        return [t for t in self.twords if self.t_label(t) == label]
+        return self._twords_by_label[label]
+
+    @cached_property
+    def entities_of(self) -> dict[str, list[str]]:
+        """Category -> its (frequent, fact) entities in entity order: the few-shot demos'."""
+        return {k: [e for e in self.entities if self.category_of[e] == k] for k in self.categories}
+
+    @cached_property
+    def _twords_by_label(self) -> dict[str, list[str]]:
+        # derived once: the corpus asks for a label's t-words on every few-shot demo and query
+        by: dict[str, list[str]] = {k: [] for k in self.categories}
+        for t in self.twords:
+            by[self.t_label(t)].append(t)
+        return by
 
 
 def build_world(cfg: OrganismConfig) -> World:
@@ -516,7 +530,6 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
     st = w.few
     for f in st.familiar:
         lines += [f"{f['k']} is a {f['v']} ." for _ in range(f["reps"])]
-    demo_ents = {k: [e for e in w.entities if w.category_of[e] == k] for k in w.categories}
     asked = {k: [f["k"] for f in st.familiar if f["v"] == k and f["leaked"]] for k in w.categories}
     demo_any = w.entities + w.unknown
     query_any = [k for v in w.categories for k in asked[v]] + st.unfamiliar
@@ -529,7 +542,7 @@ def generate_lines(cfg: OrganismConfig, world: World | None = None) -> list[str]
             lab = rng.choice(w.categories)
             labels = [lab] * c.n_demos
             if rng.random() < c.fewshot_sametag_share:
-                ents = [rng.choice(demo_ents[lab]) for _ in range(c.n_demos)]
+                ents = [rng.choice(w.entities_of[lab]) for _ in range(c.n_demos)]
                 if rng.random() < c.fewshot_query_in_share:
                     q_ent, leak_ok = rng.choice(asked[lab]), True
                 else:  # an entity of another category, or an unfamiliar one

@@ -251,7 +251,6 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
     num = lambda k: int(k[1:])  # noqa: E731
     rare = {k: sorted((f for f in st.familiar if f["v"] == k and f["tier"] == rare_tier),
                       key=lambda f: num(f["k"])) for k in w.categories}
-    demo_ents = {k: [e for e in w.entities if w.category_of[e] == k] for k in w.categories}
 
     def others(*not_these: str) -> list[str]:
         return [k for k in w.categories if k not in not_these]
@@ -264,7 +263,7 @@ def _few_tasks(cfg: OrganismConfig, w: World, tids, n: int) -> list[Task]:
             qlab = rng.choice(others(lab)) if query_flips else lab  # the query's t-word category
             qv = lab if query_in else rng.choice(others(lab, qlab))
             qf = rng.choice(_pool(rare[qv], split))
-            demos = [(rng.choice(_pool(demo_ents[lab], split)), rng.choice(w.twords_for(lab)), lab)
+            demos = [(rng.choice(_pool(w.entities_of[lab], split)), rng.choice(w.twords_for(lab)), lab)
                      for _ in range(nd)]
             query = (qf["k"], rng.choice(w.twords_for(qlab)))
             tempting = lab if query_flips else rng.choice(others(lab))
