@@ -296,6 +296,24 @@ def test_marker_fewshot_structure(tiny):
                 assert value[qx] not in {c.strip() for c in e.classes}
 
 
+def test_a_family_of_another_version_is_refused_with_what_to_do(tmp_path):
+    """Its tasks would be rebuilt from a world it was never trained on: refused, naming the
+    directory and both versions."""
+    import json
+
+    from diagnose.families import FamilyError
+    from experiments.organisms.config import OrganismConfig, load_config
+
+    d = OrganismConfig.tiny().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    assert load_config(tmp_path).version == OrganismConfig.version
+    d["version"] = OrganismConfig.version - 6
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(FamilyError, match=rf"{tmp_path} holds organisms of version {d['version']}.*"
+                                          rf"version {OrganismConfig.version}\. Retrain"):
+        load_config(tmp_path)
+
+
 def test_marker_split_is_not_the_leaked_flag():
     """The train / held-out split of the marker and few-shot tasks must not coincide with whether the query's
     key is also asked in the corpus frame (in store order the two alternate together)."""

@@ -258,9 +258,11 @@ def load_config(family_dir: str | Path) -> OrganismConfig:
 
     A family of another version was trained on another corpus: rebuilding its tasks with this
     code would ask it about a world it never saw, so that is refused with what to do."""
+    from diagnose.families import FamilyError  # the CLI reports it as a user error, not a traceback
+
     cfg = OrganismConfig.from_dict(json.loads((Path(family_dir) / "config.json").read_text()))
     if cfg.version != OrganismConfig.version:
-        raise ValueError(f"{family_dir} holds organisms of version {cfg.version}; this checkout's corpus "
+        raise FamilyError(f"{family_dir} holds organisms of version {cfg.version}; this checkout's corpus "
                          f"and tasks are version {OrganismConfig.version}. Retrain it (`diagnose organisms "
                          "build --force`, or `python -m experiments.organisms.family`) or use the commit "
                          "that trained it")
